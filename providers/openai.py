@@ -1,0 +1,252 @@
+"""OpenAI and any OpenAI-compatible server (vLLM, Ollama, LM Studio, …) through `AsyncOpenAI`.
+
+The client is built once per provider entry, with the SDK's own retries off: retrying is the
+failover policy's job, and doing it twice would hammer a failing upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import openai
+from pydantic import SecretStr
+
+from app.chat import (
+    AssistantMessage,
+    ChatRequest,
+    Completion,
+    FinishReason,
+    FunctionCall,
+    StreamEvent,
+    StreamFinish,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from app.errors import ErrorKind, ProviderError, parse_retry_after
+from providers.base import (
+    ModelConfig,
+    Provider,
+    ProviderConfig,
+    estimate_input_tokens,
+    estimate_tokens,
+)
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+class OpenAIConfig(ProviderConfig):
+    type: Literal["openai"] = "openai"
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    organization: str | None = None
+    max_connections: int = 100
+
+
+class OpenAIProvider(Provider):
+    config_model = OpenAIConfig
+    config: OpenAIConfig
+
+    def __init__(self, name: str, config: OpenAIConfig) -> None:
+        super().__init__(name, config)
+        self.client = self._build_client(config)
+
+    def _build_client(self, config: Any) -> openai.AsyncOpenAI:
+        api_key = config.api_key.get_secret_value() if config.api_key else None
+        return openai.AsyncOpenAI(
+            # Servers such as Ollama take any key; the SDK refuses to start without one.
+            api_key=api_key or "unused",
+            base_url=config.base_url,
+            organization=config.organization,
+            max_retries=0,
+        )
+
+    def _model_id(self, model: ModelConfig) -> str:
+        return model.model
+
+    def _params(self, model: ModelConfig, request: ChatRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self._model_id(model),
+            "messages": [m.model_dump(exclude_none=True) for m in request.messages],
+            "timeout": model.timeout_s,
+        }
+        max_tokens = request.max_tokens or model.max_tokens
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        for field in ("temperature", "top_p", "stop", "user"):
+            value = getattr(request, field)
+            if value is not None:
+                params[field] = value
+        if request.tools:
+            params["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
+            if request.tool_choice is not None:
+                params["tool_choice"] = request.tool_choice
+        return params
+
+    async def complete(self, model: ModelConfig, request: ChatRequest) -> Completion:
+        try:
+            response = await self.client.chat.completions.create(**self._params(model, request))
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc, model) from None
+        if not response.choices:
+            raise ProviderError(
+                ErrorKind.SERVER_ERROR, "the provider returned no choices", provider=self.name
+            )
+        choice = response.choices[0]
+        message = choice.message
+        tool_calls = [
+            ToolCall(
+                id=call.id,
+                function=FunctionCall(
+                    name=call.function.name, arguments=call.function.arguments or "{}"
+                ),
+            )
+            for call in (message.tool_calls or [])
+            if getattr(call, "function", None) is not None
+        ]
+        text = message.content
+        if response.usage is not None:
+            usage = Usage.of(response.usage.prompt_tokens, response.usage.completion_tokens)
+        else:
+            usage = Usage.of(
+                estimate_input_tokens(request.messages, request.tools),
+                estimate_tokens(text or ""),
+                estimated=True,
+            )
+        return Completion(
+            message=AssistantMessage(content=text, tool_calls=tool_calls),
+            finish_reason=_FINISH.get(choice.finish_reason or "stop", "stop"),
+            usage=usage,
+            model=response.model or model.model,
+        )
+
+    async def stream(self, model: ModelConfig, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        params = self._params(model, request)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+        try:
+            chunks = await self.client.chat.completions.create(**params)
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc, model) from None
+
+        answered_model = model.model
+        finish: str | None = None
+        usage: Usage | None = None
+        text_parts: list[str] = []
+        # Tool calls arrive as fragments keyed by index; they are yielded whole.
+        pending: dict[int, dict[str, str]] = {}
+        try:
+            async with chunks:
+                async for chunk in chunks:
+                    if chunk.model:
+                        answered_model = chunk.model
+                    if chunk.usage is not None:
+                        usage = Usage.of(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices or ():
+                        delta = choice.delta
+                        if delta is not None and delta.content:
+                            text_parts.append(delta.content)
+                            yield TextDelta(text=delta.content)
+                        for fragment in (delta.tool_calls if delta is not None else None) or ():
+                            slot = pending.setdefault(
+                                fragment.index, {"id": "", "name": "", "arguments": ""}
+                            )
+                            if fragment.id:
+                                slot["id"] = fragment.id
+                            if fragment.function is not None:
+                                slot["name"] += fragment.function.name or ""
+                                slot["arguments"] += fragment.function.arguments or ""
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc, model) from None
+
+        for index in sorted(pending):
+            slot = pending[index]
+            yield ToolCallDelta(
+                index=index,
+                tool_call=ToolCall(
+                    id=slot["id"] or f"call_{index}",
+                    function=FunctionCall(name=slot["name"], arguments=slot["arguments"] or "{}"),
+                ),
+            )
+        if usage is None:
+            usage = Usage.of(
+                estimate_input_tokens(request.messages, request.tools),
+                estimate_tokens("".join(text_parts)),
+                estimated=True,
+            )
+        yield StreamFinish(
+            finish_reason=_FINISH.get(finish or "stop", "stop"),
+            usage=usage,
+            model=answered_model,
+            truncated=finish is None,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    def _map_error(self, exc: openai.OpenAIError, model: ModelConfig) -> ProviderError:
+        return map_openai_error(exc, provider=self.name, model=model.model)
+
+
+def map_openai_error(exc: openai.OpenAIError, *, provider: str, model: str) -> ProviderError:
+    """Classify an `openai` SDK exception. Shared by the OpenAI and Azure OpenAI adapters."""
+
+    def make(kind: ErrorKind, message: str, **kw: Any) -> ProviderError:
+        return ProviderError(kind, message, provider=provider, model=model, **kw)
+
+    if isinstance(exc, openai.APITimeoutError):
+        return make(ErrorKind.TIMEOUT, "the provider did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        return make(ErrorKind.SERVER_ERROR, "could not connect to the provider")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = _error_detail(exc)
+        code = str(detail.get("code") or "")
+        text = str(detail.get("message") or f"the provider answered {status}")
+        if status == 429:
+            headers = exc.response.headers
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            if retry_after is None and headers.get("retry-after-ms") is not None:
+                ms = parse_retry_after(headers.get("retry-after-ms"))
+                retry_after = ms / 1000 if ms is not None else None
+            return make(ErrorKind.RATE_LIMITED, text, status=status, retry_after=retry_after)
+        if status in (401, 403):
+            # Never echo the provider's text: it may quote part of the key.
+            return make(
+                ErrorKind.AUTHENTICATION,
+                "the provider rejected the configured credentials",
+                status=status,
+            )
+        if status == 404:
+            return make(ErrorKind.NOT_FOUND, text, status=status)
+        if status == 408:
+            return make(ErrorKind.TIMEOUT, text, status=status)
+        if status >= 500:
+            return make(ErrorKind.SERVER_ERROR, text, status=status)
+        if code == "context_length_exceeded" or "context length" in text.lower():
+            return make(ErrorKind.CONTEXT_LENGTH, text, status=status)
+        if code in ("content_filter", "content_policy_violation"):
+            return make(ErrorKind.CONTENT_FILTERED, text, status=status)
+        return make(ErrorKind.BAD_REQUEST, text, status=status)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return make(ErrorKind.SERVER_ERROR, "the provider sent a response that could not be read")
+    return make(ErrorKind.SERVER_ERROR, "the provider call failed")
+
+
+def _error_detail(exc: openai.APIStatusError) -> dict[str, Any]:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return inner
+    return {}
