@@ -1,0 +1,357 @@
+"""router.yaml: loaded once, interpolated from the environment, validated into typed models.
+
+Every problem is reported with its path in the file, its line where the YAML gives one, and a
+did-you-mean suggestion for a misspelt name. Routes are checked further (names resolved,
+policies validated, cycles refused) when the routing tree is compiled (`app/routing.py`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    Tag,
+    ValidationError,
+)
+
+from providers import PROVIDER_TYPES, ModelConfig
+
+Loc = tuple[str | int, ...]
+
+
+# ---- problems ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        if not self.path:
+            return f"line {self.line}: {self.message}" if self.line else self.message
+        where = f"{self.path} (line {self.line})" if self.line else self.path
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot serve: every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def dotted(loc: Iterable[str | int]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# ---- the typed config --------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    api_keys: list[SecretStr] = Field(default_factory=list)  # empty strings ignored
+    admin_key: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    request_timeout_s: float = Field(default=300.0, gt=0)  # overall deadline per request
+
+    def caller_keys(self) -> list[str]:
+        return [k.get_secret_value() for k in self.api_keys if k.get_secret_value()]
+
+
+class StateConfig(_Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = "redis://localhost:6379/0"
+
+
+class TracingConfig(_Strict):
+    exporter: Literal["honeyhive", "otlp", "console", "none"] = "none"
+    api_key: SecretStr | None = None
+    api_url: str | None = None
+    endpoint: str | None = None
+    project: str = "llm-router"
+    source: str = "development"
+    capture_content: bool = True
+
+
+def _provider_tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in PROVIDER_TYPES else None
+
+
+# A discriminated union over every registered adapter's own config model.
+AnyProviderConfig = Annotated[
+    Union[tuple(Annotated[cls.config_model, Tag(t)] for t, cls in PROVIDER_TYPES.items())],  # noqa: UP007
+    Discriminator(_provider_tag),
+]
+
+NodeSpec = str | dict[str, Any]
+
+
+class RouterConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    providers: dict[str, AnyProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routes: dict[str, NodeSpec] = Field(default_factory=dict)
+
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+    _source: str | None = PrivateAttr(default=None)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The YAML line of `loc`, or of its nearest ancestor the file spells out."""
+        while loc:
+            if loc in self._lines:
+                return self._lines[loc]
+            loc = loc[:-1]
+        return None
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        return Problem(dotted(loc), message, self.line_of(loc))
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-)?")
+
+
+def interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
+    """Replace `${VAR}` and `${VAR:-default}` (defaults may nest). Unset names go to `missing`."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("$${", i):  # an escaped literal "${"
+            out.append("${")
+            i += 3
+            continue
+        match = _VAR.match(text, i)
+        if not match:
+            out.append(text[i])
+            i += 1
+            continue
+        name = match.group(1)
+        has_default = match.group(0).endswith(":-")
+        j = match.end()
+        if not has_default:
+            if j < len(text) and text[j] == "}":
+                if name in env:
+                    out.append(env[name])
+                else:
+                    missing.append(name)
+                i = j + 1
+                continue
+            out.append(text[i])  # not a reference after all
+            i += 1
+            continue
+        # Find the closing brace of this reference, skipping nested ${...}.
+        depth, k = 1, j
+        while k < len(text) and depth:
+            if text.startswith("${", k):
+                depth += 1
+                k += 2
+                continue
+            if text[k] == "}":
+                depth -= 1
+            k += 1
+        if depth:
+            out.append(text[i:])
+            break
+        default = text[j : k - 1]
+        value = env.get(name, "")
+        out.append(value if value != "" else interpolate(default, env, missing))
+        i = k
+    return "".join(out)
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+            lines[(*loc, name)] = key.start_mark.line + 1
+            _walk(value, (*loc, name), lines)
+            lines[(*loc, name)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*loc, index), lines)
+
+
+def _substitute(
+    value: Any, env: Mapping[str, str], loc: Loc, missing: list[tuple[Loc, str]]
+) -> Any:
+    if isinstance(value, str):
+        names: list[str] = []
+        result = interpolate(value, env, names)
+        missing.extend((loc, name) for name in names)
+        return result
+    if isinstance(value, dict):
+        return {k: _substitute(v, env, (*loc, k), missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, env, (*loc, i), missing) for i, v in enumerate(value)]
+    return value
+
+
+def parse_config(
+    text: str, *, env: Mapping[str, str] | None = None, source: str | None = None
+) -> RouterConfig:
+    """Validate YAML text into a RouterConfig, or raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    lines: dict[Loc, int] = {}
+    try:
+        # safe_load semantics: plain data only, never Python objects.
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem("", f"not valid YAML: {reason}", line)]) from None
+    if root is not None:
+        _walk(root, (), lines)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("", "the file must hold a mapping (server:, providers:, …)")])
+
+    missing: list[tuple[Loc, str]] = []
+    data = _substitute(data, env, (), missing)
+    problems = [
+        Problem(dotted(loc), f"environment variable {name} is not set", _line(lines, loc))
+        for loc, name in missing
+    ]
+    try:
+        config = RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_explain(exc, data, lines))
+        raise ConfigError(problems) from None
+    config._lines = lines
+    config._source = source
+    problems.extend(_cross_check(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> RouterConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem("", f"cannot read {path}: {exc.strerror}")]) from None
+    return parse_config(text, env=env, source=str(path))
+
+
+def _line(lines: dict[Loc, int], loc: Loc) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+_SECTION_FIELDS: dict[str, type[BaseModel]] = {
+    "server": ServerConfig,
+    "state": StateConfig,
+    "tracing": TracingConfig,
+}
+
+
+def _explain(exc: ValidationError, data: dict[str, Any], lines: dict[Loc, int]) -> list[Problem]:
+    """Turn pydantic's errors into problems with file paths, lines and suggestions."""
+    problems: list[Problem] = []
+    for error in exc.errors(include_url=False):
+        # Drop the union-member tags pydantic inserts (e.g. providers.x.openai.api_key).
+        loc = tuple(
+            part
+            for i, part in enumerate(error["loc"])
+            if not (i == 2 and error["loc"][0] == "providers" and part in PROVIDER_TYPES)
+        )
+        message = error["msg"]
+        kind = error["type"]
+        if kind == "extra_forbidden" and loc:
+            name = str(loc[-1])
+            message = f"unknown field '{name}'{suggest(name, _known_fields(loc, data))}"
+        elif kind == "union_tag_not_found" or kind == "union_tag_invalid":
+            given = error.get("input", {})
+            given_type = given.get("type") if isinstance(given, dict) else None
+            if given_type is None:
+                message = f"a provider needs a type: one of {', '.join(PROVIDER_TYPES)}"
+            else:
+                hint = suggest(str(given_type), PROVIDER_TYPES)
+                message = f"unknown provider type '{given_type}'{hint}"
+                loc = (*loc, "type")
+        elif kind == "missing":
+            message = "required field is missing"
+        problems.append(Problem(dotted(loc), message, _line(lines, loc)))
+    return problems
+
+
+def _known_fields(loc: Loc, data: dict[str, Any]) -> list[str]:
+    parent = loc[:-1]
+    if not parent:
+        return list(RouterConfig.model_fields)
+    if len(parent) == 1 and parent[0] in _SECTION_FIELDS:
+        return list(_SECTION_FIELDS[str(parent[0])].model_fields)
+    if len(parent) == 2 and parent[0] == "models":
+        return list(ModelConfig.model_fields)
+    if len(parent) == 2 and parent[0] == "providers":
+        entry = data.get("providers", {}).get(parent[1], {})
+        cls = PROVIDER_TYPES.get(entry.get("type")) if isinstance(entry, dict) else None
+        if cls is not None:
+            return list(cls.config_model.model_fields)
+    return []
+
+
+def _cross_check(config: RouterConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    for alias, model in config.models.items():
+        if model.provider not in config.providers:
+            problems.append(
+                config.problem(
+                    ("models", alias, "provider"),
+                    f"unknown provider '{model.provider}'"
+                    + suggest(model.provider, config.providers),
+                )
+            )
+        if "/" in alias:
+            problems.append(config.problem(("models", alias), "an alias may not contain '/'"))
+    for name in config.routes:
+        if name in config.models:
+            problems.append(
+                config.problem(
+                    ("routes", name),
+                    f"'{name}' is both a route and a model alias; they share one namespace",
+                )
+            )
+        if "/" in name:
+            problems.append(config.problem(("routes", name), "a route name may not contain '/'"))
+    return problems

@@ -1,0 +1,316 @@
+"""The routing tree: one interface for every node, provider targets at the leaves.
+
+A route is the root of a tree of `Node`s. A policy node (`policies/`) chooses among, or tries in
+turn, its child nodes; a `Target` calls one model through its provider. Every node answers the
+same two calls, `complete` and `stream`, with a `Call` that carries the request and collects the
+decision trail and the attempts on the way down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.chat import (
+    AssistantMessage,
+    ChatRequest,
+    Completion,
+    StreamEvent,
+    StreamFinish,
+    Usage,
+)
+from app.errors import ErrorKind, ProviderError
+from providers.base import ModelConfig, Provider
+
+# ---- what a request collects on its way through the tree --------------------------------
+
+
+@dataclass
+class Decision:
+    policy: str
+    at: str
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        # Attempts are kept as objects until now: a stream's attempt is completed after the
+        # decision that chose it was recorded.
+        detail = {
+            key: [v.as_dict() if isinstance(v, Attempt) else v for v in value]
+            if isinstance(value, list)
+            else value
+            for key, value in self.detail.items()
+        }
+        return {"policy": self.policy, "at": self.at, "outcome": self.outcome, "detail": detail}
+
+
+@dataclass
+class Attempt:
+    target: str
+    provider: str
+    model: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+    status: int | None = None
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "target": self.target,
+            "provider": self.provider,
+            "model": self.model,
+        }
+        if self.ok:
+            out["ok"] = True
+        else:
+            out["error"] = self.error
+            if self.status is not None:
+                out["status"] = self.status
+            if self.message:
+                out["message"] = self.message
+        out["latency_ms"] = round(self.latency_ms, 1)
+        return out
+
+
+@dataclass
+class Answer:
+    """Who answered a call, filled in by the `Target` that succeeded."""
+
+    target: Target
+    model: str  # the model id the provider reports
+    usage: Usage
+    cost_usd: float
+
+
+class Call:
+    """One request's journey: the request, its context, and what the tree decided and tried."""
+
+    def __init__(
+        self,
+        request: ChatRequest,
+        *,
+        headers: Mapping[str, str] | None = None,
+        env: str = "development",
+        deadline: float | None = None,
+    ) -> None:
+        self.request = request
+        self.headers = headers or {}
+        self.env = env
+        self.deadline = deadline  # time.monotonic() by which the whole call must end
+        self.decisions: list[Decision] = []
+        self.attempts: list[Attempt] = []
+        self.notes: list[str] = []
+        self.answer: Answer | None = None
+        self.serving: Target | None = None  # the target whose answer the caller is getting
+        self.output_started = False  # a delta has reached the caller: no more failover
+
+    @property
+    def dry_run(self) -> bool:
+        return self.request.dry_run
+
+    def decide(self, policy: str, at: str, outcome: str, **detail: Any) -> Decision:
+        decision = Decision(policy, at, outcome, detail)
+        self.decisions.append(decision)
+        return decision
+
+    def remaining_s(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+# ---- the node interface ----------------------------------------------------------------
+
+
+class Node(ABC):
+    """Anything a route can point at; `path` says where it was declared (routes.a.failover.0)."""
+
+    path: str
+
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """A short name for decisions: the alias, route name or policy kind."""
+
+    @abstractmethod
+    async def complete(self, call: Call) -> Completion:
+        """Answer the call once; raise `ProviderError` when this node cannot."""
+
+    @abstractmethod
+    def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
+        """Yield deltas then one `StreamFinish`; raise `ProviderError` when this node cannot."""
+
+    def children(self) -> list[Node]:
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able picture of the subtree, for explain and the console."""
+        return {"label": self.label, "path": self.path}
+
+    def targets(self) -> list[Target]:
+        """Every target reachable below this node, in declaration order."""
+        found: list[Target] = []
+        for child in self.children():
+            for target in child.targets():
+                if target not in found:
+                    found.append(target)
+        return found
+
+
+class RouteRef(Node):
+    """A route used by name inside another tree: delegates to that route's root."""
+
+    def __init__(self, name: str, path: str, resolve: Callable[[], Node]) -> None:
+        self.name = name
+        self.path = path
+        self._resolve = resolve
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def root(self) -> Node:
+        return self._resolve()
+
+    async def complete(self, call: Call) -> Completion:
+        return await self.root.complete(call)
+
+    def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
+        return self.root.stream(call)
+
+    def children(self) -> list[Node]:
+        return [self.root]
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.name, "path": self.path, "route": self.name}
+
+
+class Target(Node):
+    """One model on one provider: the leaf that makes the upstream call and records the attempt."""
+
+    def __init__(self, name: str, provider: Provider, model: ModelConfig, path: str = "") -> None:
+        self.name = name
+        self.provider = provider
+        self.model = model
+        self.path = path or name
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def targets(self) -> list[Target]:
+        return [self]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "label": self.name,
+            "path": self.path,
+            "target": self.name,
+            "provider": self.provider.name,
+            "model": self.model.model,
+        }
+
+    def cost_usd(self, usage: Usage) -> float:
+        return self.model.cost_usd(usage.input_tokens, usage.output_tokens)
+
+    def _timeout(self, call: Call) -> float:
+        remaining = call.remaining_s()
+        timeout = self.model.timeout_s
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        if timeout <= 0:
+            raise ProviderError(
+                ErrorKind.TIMEOUT, "the request deadline passed", provider=self.provider.name
+            )
+        return timeout
+
+    def _record(self, call: Call, started: float, error: ProviderError | None = None) -> Attempt:
+        latency_ms = (time.perf_counter() - started) * 1000
+        attempt = Attempt(
+            target=self.name,
+            provider=self.provider.name,
+            model=self.model.model,
+            ok=error is None,
+            latency_ms=latency_ms,
+            error=error.kind.value if error else None,
+            status=error.status if error else None,
+            message=error.message if error else None,
+        )
+        call.attempts.append(attempt)
+        return attempt
+
+    def _answered(self, call: Call, model: str, usage: Usage) -> None:
+        call.serving = self
+        call.answer = Answer(self, model or self.model.model, usage, self.cost_usd(usage))
+
+    async def complete(self, call: Call) -> Completion:
+        if call.dry_run:
+            self._answered(call, self.model.model, Usage())
+            return Completion(message=AssistantMessage(), usage=Usage(), model=self.model.model)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout(call)):
+                completion = await self.provider.complete(self.model, call.request)
+        except TimeoutError:
+            error = ProviderError(
+                ErrorKind.TIMEOUT,
+                f"no answer within {self.model.timeout_s:g}s",
+                provider=self.provider.name,
+                model=self.model.model,
+            )
+            self._record(call, started, error)
+            raise error from None
+        except ProviderError as error:
+            self._record(call, started, error)
+            raise
+        self._record(call, started)
+        self._answered(call, completion.model, completion.usage)
+        call.notes.extend(completion.notes)
+        return completion
+
+    async def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
+        started = time.perf_counter()
+        events = self.provider.stream(self.model, call.request)
+        timeout = self._timeout(call)
+        attempt: Attempt | None = None  # recorded at the first event, completed at the end
+        try:
+            while True:
+                # Each chunk, the first one included, must come within the model's timeout.
+                try:
+                    async with asyncio.timeout(timeout):
+                        event = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise ProviderError(
+                        ErrorKind.TIMEOUT,
+                        f"the stream was silent for {timeout:g}s",
+                        provider=self.provider.name,
+                        model=self.model.model,
+                    ) from None
+                if attempt is None:
+                    attempt = self._record(call, started)
+                if isinstance(event, StreamFinish):
+                    attempt.latency_ms = (time.perf_counter() - started) * 1000
+                    self._answered(call, event.model, event.usage)
+                    call.notes.extend(event.notes)
+                elif not call.output_started:
+                    call.output_started = True
+                    call.serving = self
+                yield event
+        except ProviderError as error:
+            if attempt is None:
+                self._record(call, started, error)
+            else:  # failed mid-stream: the attempt that looked good is not
+                attempt.ok = False
+                attempt.error = error.kind.value
+                attempt.status = error.status
+                attempt.message = error.message
+                attempt.latency_ms = (time.perf_counter() - started) * 1000
+            raise
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
