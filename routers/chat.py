@@ -1,0 +1,125 @@
+"""`POST /v1/chat`: the native endpoint (SPEC "POST /v1/chat")."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.chat import ChatRequest, StreamEvent, StreamFinish, TextDelta, ToolCallDelta
+from app.errors import ProviderError
+from app.routing import Call
+from routers.common import (
+    complete,
+    decisions_of,
+    open_stream,
+    router_headers,
+    sse,
+    trace_id_of,
+)
+from routers.deps import GatewayDep, authenticate, resolve_node
+from routers.errors import upstream_failure
+
+router = APIRouter(dependencies=[Depends(authenticate)])
+
+
+def _summary(call: Call, route: str, chat_id: str, started: float) -> dict[str, Any]:
+    """Every response field except `message`: shared by the JSON body and the stream's end."""
+    answer = call.answer
+    usage = answer.usage if answer else None
+    body: dict[str, Any] = {
+        "id": chat_id,
+        "route": route,
+        "target": answer.target.name if answer else None,
+        "provider": answer.target.provider.name if answer else None,
+        "model": answer.model if answer else None,
+        "usage": {
+            "input_tokens": usage.input_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+            "total_tokens": usage.total_tokens if usage else 0,
+        },
+        "cost_usd": round(answer.cost_usd, 10) if answer else 0.0,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "decisions": decisions_of(call),
+        "trace_id": trace_id_of(call),
+    }
+    if usage is not None and usage.estimated:
+        body["usage"]["estimated"] = True
+    return body
+
+
+@router.post("/v1/chat")
+async def chat(body: ChatRequest, request: Request, gateway: GatewayDep) -> Any:
+    started = time.perf_counter()
+    node = resolve_node(gateway, body.route)
+    call = gateway.new_call(body, request.headers)
+    chat_id = f"chat-{uuid.uuid4().hex}"
+
+    if body.stream and not body.dry_run:
+        first, events = await open_stream(node, call)
+        return StreamingResponse(
+            _stream(first, events, call, body.route, chat_id, started),
+            media_type="text/event-stream",
+            headers={**router_headers(call, body.route), "cache-control": "no-cache"},
+        )
+
+    completion = await complete(node, call)
+    result = _summary(call, body.route, chat_id, started)
+    if body.dry_run:
+        result["dry_run"] = True
+        result["message"] = None
+        result["finish_reason"] = None
+    else:
+        result["message"] = completion.message.model_dump()
+        result["finish_reason"] = completion.finish_reason
+    return JSONResponse(result, headers=router_headers(call, body.route))
+
+
+async def _stream(
+    first: StreamEvent,
+    events: AsyncIterator[StreamEvent],
+    call: Call,
+    route: str,
+    chat_id: str,
+    started: float,
+) -> AsyncIterator[bytes]:
+    finish: StreamFinish | None = None
+
+    async def all_events() -> AsyncIterator[StreamEvent]:
+        yield first
+        async for event in events:
+            yield event
+
+    try:
+        async for event in all_events():
+            if isinstance(event, TextDelta):
+                yield sse({"type": "delta", "text": event.text})
+            elif isinstance(event, ToolCallDelta):
+                call_ = event.tool_call
+                yield sse(
+                    {
+                        "type": "tool_call",
+                        "index": event.index,
+                        "id": call_.id,
+                        "name": call_.function.name,
+                        "arguments": call_.function.arguments,
+                    }
+                )
+            elif isinstance(event, StreamFinish):
+                finish = event
+    except ProviderError as error:
+        failure = upstream_failure(error, call)
+        yield sse({"type": "error", "error": failure.body()["error"]})
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    end = _summary(call, route, chat_id, started)
+    end["type"] = "end"
+    end["finish_reason"] = finish.finish_reason if finish else None
+    if finish is not None and finish.truncated:
+        end["truncated"] = True
+    yield sse(end)

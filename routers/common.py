@@ -1,0 +1,70 @@
+"""What the chat dialects share: running a call through its tree, headers, SSE framing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.chat import Completion, StreamEvent
+from app.errors import ErrorKind, ProviderError
+from app.routing import Call, Node
+from routers.errors import upstream_failure
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {dumps(data)}\n\n".encode()
+
+
+def router_headers(call: Call, route: str) -> dict[str, str]:
+    headers = {"x-router-route": route}
+    target = call.answer.target if call.answer else call.serving
+    if target is not None:
+        headers["x-router-target"] = target.name
+        headers["x-router-provider"] = target.provider.name
+        headers["x-router-model"] = call.answer.model if call.answer else target.model.model
+    trace_id = trace_id_of(call)
+    if trace_id:
+        headers["x-trace-id"] = trace_id
+    return headers
+
+
+def trace_id_of(call: Call) -> str | None:
+    return getattr(call, "trace_id", None)
+
+
+def decisions_of(call: Call) -> list[dict[str, Any]]:
+    decisions = [d.as_dict() for d in call.decisions]
+    if call.notes:
+        at = call.answer.target.path if call.answer else ""
+        decisions.append(
+            {"policy": "adapter", "at": at, "outcome": "adjusted", "detail": {"notes": call.notes}}
+        )
+    return decisions
+
+
+async def complete(node: Node, call: Call) -> Completion:
+    try:
+        return await node.complete(call)
+    except ProviderError as error:
+        raise upstream_failure(error, call) from None
+
+
+async def open_stream(node: Node, call: Call) -> tuple[StreamEvent, AsyncIterator[StreamEvent]]:
+    """Start the stream and wait for its first event, so that a failure before any output is
+    an ordinary HTTP error (with its status) rather than a stream that errors at once."""
+    events = node.stream(call)
+    try:
+        first = await anext(events)
+    except ProviderError as error:
+        await events.aclose()  # type: ignore[attr-defined]
+        raise upstream_failure(error, call) from None
+    except StopAsyncIteration:
+        empty = ProviderError(ErrorKind.SERVER_ERROR, "the stream ended before any event")
+        raise upstream_failure(empty, call) from None
+    return first, events

@@ -1,0 +1,93 @@
+"""The one place where errors become HTTP responses (SPEC "Errors").
+
+Every error, on every endpoint, is `{"error": {"type", "message", "code", "details"}}`: the
+OpenAI error shape, so OpenAI SDKs raise their usual exceptions. No stack trace, key or config
+secret is ever put in a response or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import (
+    ErrorKind,
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    RouterError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from app.routing import Call
+
+log = logging.getLogger("llm_router")
+
+
+def upstream_failure(error: ProviderError, call: Call) -> RouterError:
+    """What the caller is told when the routing tree gave up: SPEC's status for the cause."""
+    attempts = [a.as_dict() for a in call.attempts]
+    details: dict[str, Any] = {"attempts": attempts}
+    kind = error.kind
+    if kind.client_fault or kind is ErrorKind.CONTEXT_LENGTH:
+        return InvalidRequest(error.message, code=kind.value, details=details)
+    if kind is ErrorKind.RATE_LIMITED and all(a.error == "rate_limited" for a in call.attempts):
+        return RateLimited(
+            "every target is rate limited", details=details, retry_after=error.retry_after or 1.0
+        )
+    if kind is ErrorKind.TIMEOUT:
+        return UpstreamTimeout(error.message, code=kind.value, details=details)
+    return UpstreamError(error.message, code=kind.value, details=details)
+
+
+def error_response(error: RouterError) -> JSONResponse:
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Location and reason only: echoing the input could reflect a caller's secret back.
+    problems = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        problems.append({"loc": ".".join(loc), "msg": error.get("msg", "invalid")})
+    return problems
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RouterError)
+    async def _router_error(request: Request, exc: RouterError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = _validation_details(exc)
+        if any(p["msg"].startswith("JSON decode error") for p in problems):
+            return error_response(InvalidRequest("the body is not valid JSON", code="invalid_json"))
+        first = problems[0] if problems else {"loc": "", "msg": "invalid request"}
+        message = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
+        return error_response(InvalidRequest(message, details={"problems": problems}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound(f"no endpoint {request.method} {request.url.path}"))
+        error = RouterError(str(exc.detail), code=f"http_{exc.status_code}")
+        error.status = exc.status_code
+        error.type = "invalid_request" if exc.status_code < 500 else "internal"
+        return error_response(error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Type only: a message or traceback could carry a secret from a provider's SDK.
+        log.error("internal error on %s: %s", request.url.path, type(exc).__name__)
+        return error_response(InternalError("internal error"))

@@ -1,0 +1,218 @@
+"""OpenAI-compatible endpoints: `POST /v1/chat/completions` and `GET /v1/models`.
+
+An unmodified OpenAI SDK works against these. `model` names a route, a model alias or
+`provider/model-id`; the reported `model` is the one that actually answered.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.chat import (
+    ChatRequest,
+    Message,
+    StreamEvent,
+    StreamFinish,
+    TextDelta,
+    Tool,
+    ToolCallDelta,
+    ToolChoice,
+)
+from app.errors import InvalidRequest, ProviderError
+from app.routing import Call
+from routers.common import complete, decisions_of, dumps, open_stream, router_headers
+from routers.deps import GatewayDep, authenticate, resolve_node
+from routers.errors import upstream_failure
+
+router = APIRouter(dependencies=[Depends(authenticate)])
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's request body. Fields the gateway does not use are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    n: int = 1
+
+    def canonical(self) -> ChatRequest:
+        if self.n != 1:
+            raise InvalidRequest("only n=1 is supported", code="unsupported_parameter")
+        return ChatRequest(
+            route=self.model,
+            messages=self.messages,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            stop=self.stop,  # type: ignore[arg-type]  # the validator makes it a list
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            stream=self.stream,
+            user=self.user,
+            metadata=self.metadata or {},
+        )
+
+
+def _usage(call: Call) -> dict[str, int]:
+    usage = call.answer.usage if call.answer else None
+    if usage is None:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _answered_model(call: Call, fallback: str) -> str:
+    if call.answer is not None:
+        return call.answer.model
+    if call.serving is not None:
+        return call.serving.model.model
+    return fallback
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, gateway: GatewayDep
+) -> Any:
+    node = resolve_node(gateway, body.model)
+    call = gateway.new_call(body.canonical(), request.headers)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    if body.stream:
+        first, events = await open_stream(node, call)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(first, events, call, body.model, completion_id, created, include_usage),
+            media_type="text/event-stream",
+            headers={**router_headers(call, body.model), "cache-control": "no-cache"},
+        )
+
+    completion = await complete(node, call)
+    message: dict[str, Any] = {"role": "assistant", "content": completion.message.content}
+    if completion.message.tool_calls:
+        message["tool_calls"] = [c.model_dump() for c in completion.message.tool_calls]
+    result = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": _answered_model(call, body.model),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": completion.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(call),
+        "router": {
+            "route": body.model,
+            "target": call.answer.target.name if call.answer else None,
+            "provider": call.answer.target.provider.name if call.answer else None,
+            "cost_usd": round(call.answer.cost_usd, 10) if call.answer else 0.0,
+            "decisions": decisions_of(call),
+        },
+    }
+    return JSONResponse(result, headers=router_headers(call, body.model))
+
+
+async def _stream(
+    first: StreamEvent,
+    events: AsyncIterator[StreamEvent],
+    call: Call,
+    requested: str,
+    completion_id: str,
+    created: int,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": _answered_model(call, requested),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **extra,
+        }
+        return f"data: {dumps(body)}\n\n".encode()
+
+    async def all_events() -> AsyncIterator[StreamEvent]:
+        yield first
+        async for event in events:
+            yield event
+
+    finish: StreamFinish | None = None
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for event in all_events():
+            if isinstance(event, TextDelta):
+                yield chunk({"content": event.text})
+            elif isinstance(event, ToolCallDelta):
+                tool_call = {"index": event.index, **event.tool_call.model_dump()}
+                yield chunk({"tool_calls": [tool_call]})
+            elif isinstance(event, StreamFinish):
+                finish = event
+    except ProviderError as error:
+        # After output has begun an error cannot change the status: OpenAI SDKs raise on a
+        # chunk that carries an `error` object.
+        failure = upstream_failure(error, call)
+        yield f"data: {dumps(failure.body())}\n\n".encode()
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    if finish is None or finish.truncated:
+        # The upstream stopped without its terminator: never pass that off as a full answer.
+        error = {
+            "type": "upstream_error",
+            "code": "stream_truncated",
+            "message": "the provider's stream ended before its finish",
+        }
+        yield f"data: {dumps({'error': error})}\n\n".encode()
+        return
+    yield chunk({}, finish.finish_reason)
+    if include_usage:
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": _answered_model(call, requested),
+            "choices": [],
+            "usage": _usage(call),
+        }
+        yield f"data: {dumps(body)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+@router.get("/v1/models")
+async def list_models(gateway: GatewayDep) -> dict[str, Any]:
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": f"llm-router:{kind}"}
+        for name, kind in gateway.names()
+    ]
+    return {"object": "list", "data": data}
