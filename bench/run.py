@@ -1,0 +1,469 @@
+"""The gateway benchmark: a fixed fast upstream, the gateway in front of it, wrk driving both.
+
+    python bench/run.py                       # everything: ~6 minutes
+    python bench/run.py --quick               # fewer scenarios, shorter runs
+    python bench/run.py --only gateway --duration 5 --connections 1 16
+
+It starts nginx (Debian's package) answering a chat completion as JSON and as SSE, then measures,
+each at 1, 16 and 64 connections for --duration seconds with wrk (Debian's package):
+  upstream          nginx alone (the floor every other figure is measured against)
+  gateway           llm-router, one worker, a one-target route through the openai adapter
+  gateway-policy    the same, through a classify (rules) → failover route
+  gateway-stream    the same target, streaming
+  gateway-traced    one-target route with tracing on, exporting to a local OTLP sink (when supported)
+  gateway-2w        one-target route, --workers 2
+  passthrough       a bare Starlette + httpx pass-through (what a minimal proxy costs)
+  litellm           LiteLLM proxy, installed by this script into bench/.venv-litellm (--litellm)
+Everything listens on 127.0.0.1 and every run is bounded by --duration. Results: a table on stdout,
+bench/results/latest.json and, when matplotlib is importable, bench/results/latest.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+COMPLETION = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Rain taps the window; the kettle answers."},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ],
+    "usage": {"prompt_tokens": 21, "completion_tokens": 11, "total_tokens": 32},
+}
+
+
+def sse_body() -> str:
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
+            "model": "gpt-4o-mini-2024-07-18"}
+    chunks = [{"role": "assistant", "content": ""}] + [
+        {"content": w} for w in ("Rain ", "taps ", "the ", "window; ", "the ", "kettle ", "answers.")
+    ]
+    lines = []
+    for delta in chunks:
+        choice = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+        lines.append("data: " + json.dumps({**base, "choices": [choice]}))
+    end = {"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}
+    lines.append("data: " + json.dumps({**base, "choices": [end]}))
+    usage = {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28}
+    lines.append("data: " + json.dumps({**base, "choices": [], "usage": usage}))
+    lines.append("data: [DONE]")
+    return "\n\n".join(lines) + "\n\n"
+
+
+REQUEST = {"messages": [{"role": "user", "content": "Write a haiku about rain"}]}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn workers), in MB."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(FileNotFoundError, subprocess.CalledProcessError):
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        pids += [int(p) for p in out.split()]
+    for p in pids:
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], *, ready: str, env: dict[str, str] | None = None,
+            cwd: Path | None = None, log: Path | None = None) -> Iterator[subprocess.Popen]:
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_ready(ready, proc)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if log:
+            out.close()
+
+
+@contextlib.contextmanager
+def nginx(workdir: Path) -> Iterator[str]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        sys.exit("nginx is needed: apt-get install nginx-light (or nginx)")
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(textwrap.dedent(f"""
+        worker_processes 1;
+        daemon off;
+        pid {workdir}/nginx.pid;
+        error_log {workdir}/nginx-error.log warn;
+        events {{ worker_connections 4096; }}
+        http {{
+          access_log off;
+          client_body_temp_path {workdir}/body;
+          keepalive_requests 1000000;
+          server {{
+            listen 127.0.0.1:{port};
+            location = /json/v1/chat/completions {{
+              default_type application/json;
+              return 200 '{json.dumps(COMPLETION)}';
+            }}
+            location = /sse/v1/chat/completions {{
+              default_type text/event-stream;
+              return 200 '{sse_body()}';
+            }}
+          }}
+        }}
+    """))
+    with process([binary, "-c", str(conf), "-p", str(workdir)],
+                 ready=f"http://127.0.0.1:{port}/json/v1/chat/completions"):
+        yield f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Result:
+    name: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+    rss_mb: float | None = None
+    added_p50_ms: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not match:
+        return float("nan")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, body: dict, connections: int, duration: float) -> tuple[float, float, float, float, int]:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    script.write(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    )
+    script.close()
+    threads = min(connections, 2)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
+           "--timeout", "10s", "-s", script.name, url]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    out = run.stdout
+    if "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed: {run.stdout}{run.stderr}")
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return rps, _ms(pct["50"]), _ms(pct["90"]), _ms(pct["99"]), errors
+
+
+def gateway_config(upstream: str, *, tracing: str | None) -> str:
+    lines = [
+        "providers:",
+        f"  up: {{type: openai, base_url: '{upstream}/json/v1', api_key: bench}}",
+        f"  up-sse: {{type: openai, base_url: '{upstream}/sse/v1', api_key: bench}}",
+        "models:",
+        "  fast: {provider: up, model: gpt-4o-mini}",
+        "  backup: {provider: up, model: gpt-4o}",
+        "  streamer: {provider: up-sse, model: gpt-4o-mini}",
+        "routes:",
+        "  default: fast",
+        "  stream: streamer",
+        "  policy:",
+        "    failover: [fast, backup]",
+    ]
+    if tracing:
+        lines += ["tracing:", f"  exporter: otlp", f"  endpoint: '{tracing}'"]
+    return "\n".join(lines) + "\n"
+
+
+def measure(name: str, url: str, body: dict, conns: list[int], duration: float,
+            pid: int | None, baseline: dict[int, float]) -> list[Result]:
+    results = []
+    # Warm up: imports, pools, caches.
+    subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-s", "/dev/null", url], capture_output=True)
+    for c in conns:
+        httpx.post(url, json=body, timeout=10)
+        rps, p50, p90, p99, errors = wrk(url, body, c, duration)
+        result = Result(name, c, rps, p50, p90, p99, errors,
+                        rss_mb=rss_mb(pid) if pid else None)
+        if c in baseline:
+            result.added_p50_ms = round(p50 - baseline[c], 3)
+        results.append(result)
+        print(f"  {name:16} c={c:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p90 {p90:7.2f}  "
+              f"p99 {p99:7.2f}  err {errors}"
+              + (f"  rss {result.rss_mb:.0f} MB" if result.rss_mb else ""), flush=True)
+    return results
+
+
+def gateway(workdir: Path, upstream: str, *, workers: int = 1, tracing: str | None = None,
+            python: str = sys.executable) -> contextlib.AbstractContextManager:
+    config = workdir / f"router-{workers}-{bool(tracing)}.yaml"
+    config.write_text(gateway_config(upstream, tracing=tracing))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [python, "-m", "app.cli", "serve", "--config", str(config), "--port", str(port),
+           "--workers", str(workers), "--log-level", "warning"]
+
+    @contextlib.contextmanager
+    def run() -> Iterator[tuple[str, int]]:
+        with process(cmd, ready=f"http://127.0.0.1:{port}/healthz", env=env, cwd=ROOT,
+                     log=workdir / f"gateway-{port}.log") as proc:
+            yield f"http://127.0.0.1:{port}", proc.pid
+
+    return run()
+
+
+PASSTHROUGH = '''
+import httpx, sys
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+upstream = sys.argv[1]
+client = httpx.AsyncClient(base_url=upstream, limits=httpx.Limits(max_connections=200))
+async def chat(request):
+    body = await request.body()
+    r = await client.post("/json/v1/chat/completions", content=body,
+                          headers={"content-type": "application/json"})
+    return Response(r.content, status_code=r.status_code, media_type="application/json")
+async def health(request):
+    return Response("ok")
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                        Route("/healthz", health)])
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+'''
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    """A collector that accepts and drops OTLP/HTTP traces (what a fast local collector costs)."""
+    port = free_port()
+    code = textwrap.dedent('''
+        import sys, uvicorn
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            more = True
+            while more:
+                more = (await receive()).get("more_body", False)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/x-protobuf")]})
+            await send({"type": "http.response.body", "body": b""})
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    ''')
+    with process([sys.executable, "-c", code, str(port)], ready=f"http://127.0.0.1:{port}/"):
+        yield f"http://127.0.0.1:{port}/v1/traces"
+
+
+def supports_tracing() -> bool:
+    return (ROOT / "app" / "tracing.py").exists()
+
+
+LITELLM_CONFIG = """
+model_list:
+  - model_name: default
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {upstream}/json/v1
+      api_key: bench
+  - model_name: stream
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {upstream}/sse/v1
+      api_key: bench
+litellm_settings:
+  telemetry: false
+general_settings: {{}}
+"""
+
+
+def litellm_python() -> str:
+    venv = ROOT / "bench" / ".venv-litellm"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print("installing LiteLLM proxy into bench/.venv-litellm …", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "litellm[proxy]"], check=True)
+    return str(python)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--only", nargs="+", default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM proxy")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    if args.quick:
+        args.duration = min(args.duration, 4)
+    wanted = set(args.only or ["upstream", "gateway", "gateway-policy", "gateway-stream",
+                               "gateway-traced", "gateway-2w", "passthrough"]
+                 + (["litellm"] if args.litellm else []))
+    conns = args.connections
+    results: list[Result] = []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, nginx(Path(tmp)) as upstream:
+        workdir = Path(tmp)
+        direct = f"{upstream}/json/v1/chat/completions"
+        body = {"model": "default", **REQUEST}
+        print("upstream and scenarios on 127.0.0.1; durations", args.duration, "s", flush=True)
+        base = measure("upstream", direct, body, conns, args.duration, None, {})
+        baseline = {r.connections: r.p50_ms for r in base}
+        if "upstream" in wanted:
+            results += base
+        if wanted & {"gateway", "gateway-policy", "gateway-stream"}:
+            with gateway(workdir, upstream) as (url, pid):
+                if "gateway" in wanted:
+                    results += measure("gateway", url + "/v1/chat/completions", body, conns,
+                                       args.duration, pid, baseline)
+                if "gateway-policy" in wanted:
+                    results += measure("gateway-policy", url + "/v1/chat/completions",
+                                       {**body, "model": "policy"}, conns, args.duration, pid,
+                                       baseline)
+                if "gateway-stream" in wanted:
+                    results += measure("gateway-stream", url + "/v1/chat/completions",
+                                       {**body, "model": "stream", "stream": True}, conns,
+                                       args.duration, pid, {})
+        if "gateway-traced" in wanted and supports_tracing():
+            with otlp_sink() as sink, gateway(workdir, upstream, tracing=sink) as (url, pid):
+                results += measure("gateway-traced", url + "/v1/chat/completions", body, conns,
+                                   args.duration, pid, baseline)
+        if "gateway-2w" in wanted:
+            with gateway(workdir, upstream, workers=2) as (url, pid):
+                results += measure("gateway-2w", url + "/v1/chat/completions", body, conns,
+                                   args.duration, pid, baseline)
+        if "passthrough" in wanted:
+            port = free_port()
+            script = workdir / "passthrough.py"
+            script.write_text(PASSTHROUGH)
+            with process([sys.executable, str(script), upstream, str(port)],
+                         ready=f"http://127.0.0.1:{port}/healthz") as proc:
+                results += measure("passthrough", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                   body, conns, args.duration, proc.pid, baseline)
+        if "litellm" in wanted:
+            python = litellm_python()
+            config = workdir / "litellm.yaml"
+            config.write_text(LITELLM_CONFIG.format(upstream=upstream))
+            port = free_port()
+            litellm = Path(python).parent / "litellm"
+            env = {**os.environ, "LITELLM_LOG": "ERROR"}
+            with process([str(litellm), "--config", str(config), "--port", str(port),
+                          "--num_workers", "1"], ready=f"http://127.0.0.1:{port}/health/liveliness",
+                         env=env, log=workdir / "litellm.log") as proc:
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                results += measure("litellm", url, body, conns, args.duration, proc.pid, baseline)
+                results += measure("litellm-stream", url, {**body, "model": "stream",
+                                                           "stream": True},
+                                   conns, args.duration, proc.pid, {})
+    report(results)
+
+
+def report(results: list[Result]) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    (RESULTS / "latest.json").write_text(json.dumps(
+        {"when": stamp, "cpus": os.cpu_count(), "results": [asdict(r) for r in results]},
+        indent=2))
+    print("\n| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | RSS MB | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        added = f"{r.added_p50_ms:.2f}" if r.added_p50_ms is not None else "–"
+        rss = f"{r.rss_mb:.0f}" if r.rss_mb else "–"
+        print(f"| {r.name} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
+              f"{r.p99_ms:.2f} | {added} | {rss} | {r.errors} |")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\n(matplotlib not installed: no chart)")
+        return
+    names = [n for n in dict.fromkeys(r.name for r in results) if n != "upstream"]
+    conns = sorted({r.connections for r in results})
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / max(1, len(conns))
+    for i, c in enumerate(conns):
+        values = [next((r.rps for r in results if r.name == n and r.connections == c), 0)
+                  for n in names]
+        ax.bar([x + i * width for x in range(len(names))], values, width, label=f"{c} conns")
+    ax.set_xticks([x + width * (len(conns) - 1) / 2 for x in range(len(names))], names,
+                  rotation=20)
+    ax.set_ylabel("requests/s (higher is better)")
+    ax.set_title(f"llm-router benchmark, {os.cpu_count()} cores, {stamp}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "latest.png", dpi=110)
+    print(f"\nchart: {RESULTS / 'latest.png'}")
+
+
+if __name__ == "__main__":
+    main()
