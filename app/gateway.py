@@ -15,7 +15,7 @@ from app.chat import ChatRequest
 from app.config import ConfigError, Problem, RouterConfig
 from app.routing import Call, Node
 from app.tree import TreeCompiler
-from providers import PROVIDER_TYPES, Provider
+from providers import Provider, provider_class
 
 
 class Gateway:
@@ -38,7 +38,7 @@ class Gateway:
         providers: dict[str, Provider] = {}
         problems: list[Problem] = []
         for name, provider_config in config.providers.items():
-            adapter = PROVIDER_TYPES[provider_config.type]
+            adapter = provider_class(provider_config.type)
             try:
                 providers[name] = adapter(name, provider_config)
             except (ValueError, RuntimeError, ValidationError) as exc:
