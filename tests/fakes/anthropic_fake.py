@@ -13,8 +13,8 @@ request takes the next one, or a default text answer when none is queued. Every 
 Like the real API (version 2026-10-21), the fake refuses requests that break the Messages API's
 rules: missing `max_tokens`/`model`, a `system` role inside `messages`, non-alternating roles, a
 `tool_result` without a matching `tool_use` in the previous assistant turn, whitespace-only stop
-sequences, sampling parameters
-(unless `anthropic-version` is 2023-06-01), and requests without a key.
+sequences, sampling parameters (unless `anthropic-version` is 2023-06-01), and requests without
+a key.
 """
 
 from __future__ import annotations
