@@ -25,6 +25,7 @@ from app.chat import (
 )
 from app.errors import ErrorKind, ProviderError
 from providers.base import ModelConfig, Provider
+from providers.prices import list_price
 
 # ---- what a request collects on its way through the tree --------------------------------
 
@@ -214,8 +215,21 @@ class Target(Node):
             "model": self.model.model,
         }
 
-    def cost_usd(self, usage: Usage) -> float:
-        return self.model.cost_usd(usage.input_tokens, usage.output_tokens)
+    def cost_usd(self, usage: Usage, answered_model: str | None = None) -> float:
+        """Billed at the alias's price; an alias with none (an Azure deployment named freely)
+        at the bundled price of the model the provider says answered, when it is listed."""
+        model = self.model
+        if answered_model and None in (model.input_price, model.output_price):
+            listed = list_price(answered_model)
+            if listed is not None:
+                given = (model.input_price, model.output_price)
+                price_in, price_out = (
+                    g if g is not None else p for g, p in zip(given, listed, strict=True)
+                )
+                model = model.model_copy(
+                    update={"input_price": price_in, "output_price": price_out}
+                )
+        return model.cost_usd(usage.input_tokens, usage.output_tokens)
 
     def _timeout(self, call: Call) -> float:
         remaining = call.remaining_s()
@@ -245,7 +259,7 @@ class Target(Node):
 
     def _answered(self, call: Call, model: str, usage: Usage) -> None:
         call.serving = self
-        call.answer = Answer(self, model or self.model.model, usage, self.cost_usd(usage))
+        call.answer = Answer(self, model or self.model.model, usage, self.cost_usd(usage, model))
 
     async def complete(self, call: Call) -> Completion:
         if call.dry_run:

@@ -652,6 +652,8 @@ def _tool_config(request: ChatRequest, notes: list[str]) -> dict[str, Any] | Non
         if choice is not None:
             config["toolChoice"] = choice
         return config
+    if request.tool_choice is not None:
+        notes.append("tool_choice dropped: the request has no tools")
     if history_tools:
         notes.append(
             "the conversation holds tool calls but the request has no tools; tools named in it "

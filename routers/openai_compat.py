@@ -76,15 +76,18 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
-def _usage(call: Call) -> dict[str, int]:
+def _usage(call: Call) -> dict[str, Any]:
     usage = call.answer.usage if call.answer else None
     if usage is None:
         return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    return {
+    result: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.estimated:  # the provider reported none: counted here (an extra field SDKs keep)
+        result["estimated"] = True
+    return result
 
 
 def _answered_model(call: Call, fallback: str) -> str:
