@@ -111,12 +111,16 @@ class AbSplit(Choice):
             },
         }
 
+    def point_for(self, key: str) -> float:
+        """Where a sticky key falls, in [0, 1)."""
+        return stable_point(self.salt, key)
+
     def point(self, call: Call) -> tuple[float, bool]:
         """The request's point in [0, 1), and whether it came from the sticky key."""
         if self.sticky is not None:
             value = self.sticky.value(call)
             if value is not None and as_text(value) != "":
-                return stable_point(self.salt, as_text(value)), True
+                return self.point_for(as_text(value)), True
         return self.rng.random(), False
 
     async def choose(self, call: Call) -> Node:
