@@ -10,25 +10,71 @@ from __future__ import annotations
 import math
 import re
 
-# Regexes are compiled once; they are constants, not state.
-_CODE = re.compile(
-    r"```|^\s*(?:def|class|import|from|fn|func|public|private|#include)\b"
-    r"|\bfunction\s*\w*\s*\(|=>|\bSELECT\b[^;]*\bFROM\b|[{};]\s*$",
-    re.I | re.M,
+# Patterns and word sets are built once; they are constants, not state. Cues are read from a
+# single pass over the words (set lookups), so the cost grows with the text scanned, capped.
+_WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_CODE_LINE = re.compile(
+    r"^[ \t]*(?:def|class|import|from|fn|func|public|private|const|let|#include)\b"
+    r"|[{};][ \t]*$",
+    re.M,
 )
-_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.M)
-_STEP_WORDS = re.compile(
-    r"\b(?:step[- ]by[- ]step|steps?|first(?:ly)?|second(?:ly)?|then|next|finally|afterwards"
-    r"|after that|multi-?step|plan)\b",
-    re.I,
+_LIST_ITEM = re.compile(r"^[ \t]*(?:\d+[.)]|[-*\u2022])[ \t]+\S", re.M)
+_STEP_WORDS = frozenset(
+    [
+        "step",
+        "steps",
+        "step-by-step",
+        "first",
+        "firstly",
+        "second",
+        "secondly",
+        "then",
+        "next",
+        "finally",
+        "afterwards",
+        "multi-step",
+        "multistep",
+        "plan",
+    ]
 )
-_REASONING = re.compile(
-    r"\b(?:why|how come|explain|prove|proof|derive|analy[sz]e|analysis|compare|contrast"
-    r"|evaluate|trade-?offs?|optimi[sz]e|design|architect(?:ure)?|reason(?:ing)?|justify|debug"
-    r"|refactor|implement|algorithm|complexity|strategy|implications?|critique|diagnose)\b",
-    re.I,
+_REASONING_WORDS = frozenset(
+    [
+        "why",
+        "explain",
+        "prove",
+        "proof",
+        "derive",
+        "analyze",
+        "analyse",
+        "analysis",
+        "compare",
+        "contrast",
+        "evaluate",
+        "trade-off",
+        "trade-offs",
+        "tradeoff",
+        "tradeoffs",
+        "optimize",
+        "optimise",
+        "design",
+        "architect",
+        "architecture",
+        "reason",
+        "reasoning",
+        "justify",
+        "debug",
+        "refactor",
+        "implement",
+        "algorithm",
+        "complexity",
+        "strategy",
+        "implication",
+        "implications",
+        "critique",
+        "diagnose",
+    ]
 )
-_SCAN_CHARS = 8000  # cues are read from the start of the text: bounded time on any prompt
+_SCAN_CHARS = 4000  # cues are read from the start of the text: bounded time on any prompt
 _FULL_LENGTH = 2000  # characters at which length alone counts fully
 
 WEIGHTS = {"length": 0.25, "code": 0.25, "steps": 0.2, "reasoning": 0.3}
@@ -37,12 +83,13 @@ WEIGHTS = {"length": 0.25, "code": 0.25, "steps": 0.2, "reasoning": 0.3}
 def heuristic_score(text: str) -> float:
     """A complexity score in [0, 1] from the text alone."""
     head = text[:_SCAN_CHARS]
+    words = _WORD.findall(head.lower())
     length = min(1.0, len(text) / _FULL_LENGTH)
-    code_hits = len(_CODE.findall(head))
+    code_hits = len(_CODE_LINE.findall(head)) + head.count("=>")
     code = 1.0 if "```" in head or code_hits >= 3 else 0.6 if code_hits else 0.0
-    steps = min(1.0, (len(_LIST_ITEM.findall(head)) + len(_STEP_WORDS.findall(head))) / 4)
-    cues = {m.lower() for m in _REASONING.findall(head)}
-    reasoning = min(1.0, len(cues) / 3)
+    step_hits = len(_LIST_ITEM.findall(head)) + sum(1 for w in words if w in _STEP_WORDS)
+    steps = min(1.0, step_hits / 4)
+    reasoning = min(1.0, len(_REASONING_WORDS.intersection(words)) / 3)
     parts = {"length": length, "code": code, "steps": steps, "reasoning": reasoning}
     return round(sum(WEIGHTS[name] * value for name, value in parts.items()), 3)
 
