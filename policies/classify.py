@@ -98,7 +98,8 @@ def parse_label(answer: str, labels: list[str]) -> str | None:
 
 # ---- the node -------------------------------------------------------------------------------
 
-Rules = list[tuple[str, list[re.Pattern[str]]]]
+# (label, [(the rule as written, its compiled pattern)]), in declared order.
+Rules = list[tuple[str, list[tuple[str, re.Pattern[str]]]]]
 
 
 class Classify(Choice):
@@ -146,7 +147,7 @@ class Classify(Choice):
 
     def _by_rules(self, call: Call, text: str) -> Node:
         for label, patterns in self.rules or ():
-            for pattern in patterns:
+            for written, pattern in patterns:
                 if match := pattern.search(text):
                     call.decide(
                         "classify",
@@ -154,7 +155,7 @@ class Classify(Choice):
                         label,
                         by="rules",
                         label=label,
-                        rule=pattern.pattern,
+                        rule=written,
                         matched=match.group(0),
                     )
                     return self.branches[label]
@@ -194,10 +195,10 @@ def _compile_rules(config: ClassifyConfig, builder: Builder, loc: Loc) -> Rules:
         if label not in config.branches:
             builder.problem(at, f"the label '{label}' has no branch")
         ruleset = spec if isinstance(spec, RuleSet) else RuleSet(keywords=spec)
-        patterns = [_keyword(word) for word in ruleset.keywords if word.strip()]
+        patterns = [(word, _keyword(word)) for word in ruleset.keywords if word.strip()]
         for i, expression in enumerate(ruleset.regex):
             try:
-                patterns.append(re.compile(expression, re.IGNORECASE))
+                patterns.append((expression, re.compile(expression, re.IGNORECASE)))
             except re.error as exc:
                 builder.problem((*at, "regex", i), f"not a valid regular expression: {exc}")
         if not patterns:

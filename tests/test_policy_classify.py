@@ -47,7 +47,9 @@ async def test_rules_first_match_case_insensitive(
 
 async def test_rules_record_the_rule_and_the_words_that_matched() -> None:
     d = decision(await run(build(RULES), "a Poem, please"), "classify")
-    assert d["detail"]["matched"] == "Poem" and "poem" in d["detail"]["rule"]
+    assert (d["detail"]["rule"], d["detail"]["matched"]) == ("poem", "Poem")
+    why = decision(await run(build(RULES), "why so?"), "classify")["detail"]
+    assert (why["rule"], why["matched"]) == ("^why\\b", "why")
 
 
 # ---- parsing a classifier's answer ---------------------------------------------------------
