@@ -163,7 +163,7 @@ def test_explain_cli_against_the_multi_provider_example(stack) -> None:
     lines = out.stdout.splitlines()
     assert lines[1] == "  1. classify at routes.default.classify → creative"
     assert lines[2].startswith('       asked classifier cheap: "Creative!" → creative')
-    assert lines[3].startswith("target: claude (anthropic claude-sonnet-4-5), estimated $0.0")
+    assert lines[3].startswith("target: claude (anthropic claude-sonnet-4-6), estimated $0.0")
     assert lines[-1] == "note: the model cheap was called to decide the path"
     # The classifier was asked once; the final target never.
     assert len(openai_fake.log) == 1 and openai_fake.bodies[0]["model"] == "gpt-4o-mini"
