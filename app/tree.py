@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.config import ConfigError, Loc, Problem, RouterConfig, dotted, suggest
+from app.hops import traced_policy
 from app.routing import Node, RouteRef, Target
 from policies import POLICIES
 from policies.base import NodeSpec
@@ -158,7 +159,7 @@ class TreeCompiler:
                     message = f"unknown field '{field}'{suggest(field, policy.config.model_fields)}"
                 self.problem(eloc, message)
             return _Invalid(dotted(loc))
-        return policy.build(config, self, ploc)
+        return traced_policy(key, policy.build(config, self, ploc))
 
 
 class _Invalid(Node):
