@@ -132,6 +132,8 @@ class BoundedBatchProcessor(SpanProcessor):
 
     def shutdown(self, timeout_s: float = 2.0) -> None:
         """Flush what the collector will take within `timeout_s`, then let go of the rest."""
+        if self._stopping:  # once only: the tracer provider also calls this at exit
+            return
         self.force_flush(int(timeout_s * 1000))
         self._stopping = True
         with self._wake:
