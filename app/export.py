@@ -139,6 +139,10 @@ class BoundedBatchProcessor(SpanProcessor):
         with self._wake:
             self._wake.notify()
         self._worker.join(timeout=max(0.1, timeout_s / 2))
+        left = len(self._queue)
+        if left:  # the collector did not take them in time: let go, so the thread can end
+            self._queue.clear()
+            self.dropped += left
         self._report_drops(force=True)
         if not self._worker.is_alive():
             self.exporter.shutdown()
