@@ -114,7 +114,8 @@ def test_a_hanging_collector_does_not_slow_requests(stack: ExitStack) -> None:
     started = time.monotonic()
     slow = _latencies(stuck, 40)  # spans pile up behind an export that never answers
     assert time.monotonic() - started < 10
-    assert statistics.median(slow) < base + 0.010, (statistics.median(slow), base)
+    # A blocked export would cost seconds; the slack only absorbs a shared machine's noise.
+    assert statistics.median(slow) < base + 0.025, (statistics.median(slow), base)
     assert max(slow) < 1.0
 
 
