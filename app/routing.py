@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.attempts import attempt_span
 from app.chat import (
     AssistantMessage,
     ChatRequest,
@@ -24,6 +25,7 @@ from app.chat import (
     Usage,
 )
 from app.errors import ErrorKind, ProviderError
+from app.spans import RouteTracer
 from providers.base import ModelConfig, Provider, estimate_input_tokens
 from providers.prices import list_price
 
@@ -113,6 +115,8 @@ class Call:
         self.serving: Target | None = None  # the target whose answer the caller is getting
         self.output_started = False  # a delta has reached the caller: no more failover
         self._input_tokens: int | None = None  # estimated once, for budgets
+        self.tracer: RouteTracer | None = None  # set by the gateway: the call's hops become spans
+        self.trace_id: str | None = None  # set when the route's span starts
 
     @property
     def dry_run(self) -> bool:
@@ -312,8 +316,10 @@ class Target(Node):
             return Completion(message=AssistantMessage(), usage=Usage(), model=self.model.model)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout(call)):
-                completion = await self.provider.complete(self.model, call.request)
+            timeout = self._timeout(call)
+            async with asyncio.timeout(timeout):
+                upstream = self.provider.complete(self.model, call.request)
+                completion = await attempt_span(call, self).run(upstream, timeout)
         except TimeoutError:
             error = ProviderError(
                 ErrorKind.TIMEOUT,
@@ -336,6 +342,7 @@ class Target(Node):
         started = time.perf_counter()
         events = self.provider.stream(self.model, call.request)
         timeout = self._timeout(call)
+        events = attempt_span(call, self).events(events, timeout)
         attempt: Attempt | None = None  # recorded at the first event, completed at the end
         try:
             while True:

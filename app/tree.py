@@ -13,6 +13,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from app.config import ConfigError, Loc, Problem, RouterConfig, dotted, suggest
+from app.hops import traced_policy
 from app.routing import Node, RouteRef, Target
 from policies import POLICIES
 from policies.base import NodeSpec
@@ -160,7 +161,7 @@ class TreeCompiler:
                     message = f"unknown field '{field}'{suggest(field, known)}"
                 self.problem(eloc, message)
             return _Invalid(dotted(loc))
-        return policy.build(config, self, ploc)
+        return traced_policy(key, policy.build(config, self, ploc))
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

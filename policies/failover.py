@@ -134,6 +134,13 @@ class Failover(Node):
             "children": [child.describe() for child in self.chain],
         }
 
+    def span_attributes(self, decision: Any) -> dict[str, Any]:
+        """What this node's span carries besides its decision (see app/hops.py)."""
+        return {
+            "resilience.max_retries": self.config.retries,
+            "resilience.chain_length": len(self.chain),
+        }
+
     # -- retry machinery -------------------------------------------------------------------
 
     def _should_retry(self, call: Call) -> Callable[[BaseException], bool]:
