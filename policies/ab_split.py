@@ -123,6 +123,14 @@ class AbSplit(Choice):
                 return self.point_for(as_text(value)), True
         return self.rng.random(), False
 
+    def span_attributes(self, decision: Any) -> dict[str, Any]:
+        """SPEC's attributes on this node's span (app/hops.py)."""
+        return {
+            "ab_test.variant": decision.detail.get("variant"),
+            "ab_test.split_ratio": decision.detail.get("split_ratio"),
+            "ab_test.sticky": decision.detail.get("sticky"),
+        }
+
     async def choose(self, call: Call) -> Node:
         point, sticky = self.point(call)
         variant = pick(point, self.weights)

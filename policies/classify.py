@@ -145,6 +145,15 @@ class Classify(Choice):
             return self._by_rules(call, text)
         return await self._by_classifier(call, text)
 
+    def span_attributes(self, decision: Any) -> dict[str, Any]:
+        """SPEC's attributes on this node's span (app/hops.py)."""
+        detail = decision.detail
+        return {
+            "classification.result": decision.outcome,
+            "classification.method": "rules" if detail.get("by") == "rules" else "classifier",
+            "classification.raw": detail.get("raw"),
+        }
+
     def _by_rules(self, call: Call, text: str) -> Node:
         for label, patterns in self.rules or ():
             for written, pattern in patterns:

@@ -88,6 +88,16 @@ class CostThreshold(Choice):
             detail["unparsed"] = True
         return (GARBAGE_SCORE if parsed is None else parsed), detail
 
+    def span_attributes(self, decision: Any) -> dict[str, Any]:
+        """SPEC's attributes on this node's span (app/hops.py)."""
+        costs = decision.detail.get("estimated_cost_usd") or {}
+        return {
+            "query.complexity_score": decision.detail.get("score"),
+            "routing.threshold": decision.detail.get("threshold"),
+            "routing.estimated_cost_below_usd": costs.get("below"),
+            "routing.estimated_cost_above_usd": costs.get("above"),
+        }
+
     async def choose(self, call: Call) -> Node:
         score, detail = await self._score(call)
         side = "above" if score >= self.threshold else "below"

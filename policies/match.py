@@ -94,6 +94,10 @@ class Match(Choice):
             "rules": [{"when": when, "to": node.describe()} for _, when, node in self.rules],
         }
 
+    def span_attributes(self, decision: Any) -> dict[str, Any]:
+        """The matched rule on this node's span (app/hops.py)."""
+        return {"match.rule": decision.detail.get("rule")}
+
     async def choose(self, call: Call) -> Node:
         for index, (conditions, when, node) in enumerate(self.rules):
             if all(condition.holds(call) for condition in conditions):

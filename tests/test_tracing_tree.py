@@ -239,3 +239,64 @@ def test_one_sdk_with_two_instrumentor_families_is_refused(fakes) -> None:
         create_app(parse_config("tracing: {exporter: console}\n" + text, env={}))
     message = str(caught.value)
     assert "providers.backup.instrumentation" in message and "same openai SDK" in message
+
+
+NESTED = """
+providers:
+  sim: {type: simulated}
+models:
+  fast: {provider: sim, model: sim-fast, input_price: 0.1, output_price: 0.4}
+  smart: {provider: sim, model: sim-smart, input_price: 3, output_price: 12}
+routes:
+  default:
+    classify:
+      rules: {creative: [haiku, poem]}
+      branches:
+        creative:
+          cost_threshold:
+            scorer: heuristic
+            threshold: 0.99
+            below:
+              ab_split:
+                sticky: user
+                variants: {A: {weight: 30, to: fast}, B: {weight: 70, to: smart}}
+            above: smart
+      otherwise:
+        match:
+          - when: {metadata.tier: premium}
+            to: smart
+          - to: fast
+"""
+
+
+def test_each_policy_span_carries_its_own_attributes(traced) -> None:
+    gw: Traced = traced(NESTED)
+    response = httpx.post(gw.url + "/v1/chat", json={**ASK, "user": "u-1"})
+    assert response.status_code == 200, response.text
+    spans = gw.spans(response.headers["x-trace-id"], 6)
+    classify = one(spans, "policy classify")
+    assert classify.attributes["router.policy"] == "classify"
+    assert classify.attributes["classification.result"] == "creative"
+    assert classify.attributes["classification.method"] == "rules"
+    (cost,) = children(spans, classify)
+    assert cost.name == "policy cost_threshold"
+    assert 0 <= cost.attributes["query.complexity_score"] <= 1
+    assert cost.attributes["routing.threshold"] == 0.99
+    assert cost.attributes["router.outcome"] == "below"
+    (split,) = children(spans, cost)
+    assert split.name == "policy ab_split"
+    assert split.attributes["ab_test.variant"] in ("A", "B")
+    share = {"A": 0.3, "B": 0.7}[split.attributes["ab_test.variant"]]
+    assert split.attributes["ab_test.split_ratio"] == pytest.approx(share)
+    (attempt,) = children(spans, split)
+    assert attempt.name.startswith("attempt ")
+
+    response = httpx.post(
+        gw.url + "/v1/chat",
+        json={"messages": [{"role": "user", "content": "facts"}], "metadata": {"tier": "premium"}},
+    )
+    spans = gw.spans(response.headers["x-trace-id"], 5)
+    match = one(spans, "policy match")
+    assert match.attributes["match.rule"] == 0
+    assert match.attributes["router.outcome"] == "smart"
+    assert one(spans, "policy classify").attributes["classification.result"] == "otherwise"
