@@ -15,6 +15,8 @@ from app.factory import create_app
 from tests.fakes.openai_fake import OpenAIFake
 from tests.fakes.server import serve_app
 
+pytest_plugins = ["tests.procs"]  # gateway processes and a shared Redis
+
 
 @pytest.fixture
 def stack() -> Iterator[ExitStack]:
