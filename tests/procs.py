@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -44,13 +45,15 @@ class Served:
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+
+    def ready(self) -> Served:
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited: {self.output()}")
             try:
                 if httpx.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    return
+                    return self
             except httpx.TransportError:
                 time.sleep(0.05)
         self.proc.kill()
@@ -77,21 +80,30 @@ class Served:
         self._out.close()
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[object]:
-    """`serve(yaml_text, name=...)` starts a gateway process on that config; all are stopped."""
+@contextlib.contextmanager
+def serving(folder: Path, text: str, names: list[str]) -> Iterator[list[Served]]:
+    """Gateway processes on one config, started together (each takes seconds to import)."""
+    config = folder / "router.yaml"
+    config.write_text(text)
     started: list[Served] = []
+    try:
+        for name in names:
+            started.append(Served(config, folder / f"{name}.log"))
+        yield [served.ready() for served in started]
+    finally:
+        for served in started:
+            served.stop()
 
-    def start(text: str, name: str = "gw", env: dict[str, str] | None = None) -> Served:
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(text)
-        served = Served(config, tmp_path / f"{name}.log", env)
-        started.append(served)
-        return served
 
-    yield start
-    for served in started:
-        served.stop()
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """`serve(yaml_text)` starts a gateway process on that config (as `tmp/router.yaml`)."""
+    with contextlib.ExitStack() as stack:
+
+        def start(text: str) -> Served:
+            return stack.enter_context(serving(tmp_path, text, ["gw"]))[0]
+
+        yield start
 
 
 def redis_available() -> bool:
@@ -108,6 +120,12 @@ def redis_prefix() -> Iterator[str]:
     """A key prefix of this test's own in the Redis at 127.0.0.1:6379, deleted afterwards.
 
     Without a Redis the test is skipped, unless CI is set: there it must run."""
+    with own_prefix() as prefix:
+        yield prefix
+
+
+@contextlib.contextmanager
+def own_prefix() -> Iterator[str]:
     if not redis_available():
         if os.environ.get("CI"):
             pytest.fail("CI is set but no Redis answers at 127.0.0.1:6379")
