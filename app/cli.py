@@ -139,6 +139,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if result.error else 0
 
 
+# SIGTERM drains in-flight requests first (app/lifecycle.py, up to server.drain_timeout_s);
+# what the server then waits for connections is only what outlived that deadline.
+_AFTER_DRAIN_S = 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -146,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config, said = _load(args.config)
-        app = create_app(config)
+        app = create_app(config, reload=lambda: _load(args.config)[0])
     except ConfigError as error:
         _print_problems(error, args.config or os.environ.get(CONFIG_ENV) or "config")
         return 1
@@ -163,9 +168,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            timeout_graceful_shutdown=_AFTER_DRAIN_S,
         )
     else:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=_AFTER_DRAIN_S,
+        )
     return 0
 
 
@@ -174,7 +186,7 @@ def app_from_env() -> Any:
     from app.factory import create_app
 
     config, _ = _load(None)
-    return create_app(config)
+    return create_app(config, reload=lambda: _load(None)[0])
 
 
 def build_parser() -> argparse.ArgumentParser:

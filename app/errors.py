@@ -72,6 +72,10 @@ class AuthenticationFailed(RouterError):
     type, status = "authentication", 401
 
 
+class Forbidden(RouterError):
+    type, status = "authentication", 403
+
+
 class BudgetExceeded(RouterError):
     type, status = "budget_exceeded", 402
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from app.config import ConfigError, Loc, Problem, RouterConfig, dotted, suggest
 from app.hops import traced_policy
 from app.routing import Node, RouteRef, Target
+from app.state import MemoryStore, StateStore
 from policies import POLICIES
 from policies.base import NodeSpec
 from providers import ModelConfig, Provider
@@ -39,9 +40,15 @@ def priced(model: ModelConfig) -> ModelConfig:
 class TreeCompiler:
     """Builds every route's tree against already-constructed providers."""
 
-    def __init__(self, config: RouterConfig, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        providers: dict[str, Provider],
+        state: StateStore | None = None,
+    ) -> None:
         self.config = config
         self.providers = providers
+        self.state: StateStore = state if state is not None else MemoryStore()
         self.problems: list[Problem] = []
         self.routes: dict[str, Node] = {}
         self._targets: dict[str, Target] = {}

@@ -16,6 +16,8 @@ from tests.fakes.openai_fake import OpenAIFake
 from tests.fakes.server import serve_app
 from tests.tracing_helpers import collector, traced  # noqa: F401  (fixtures)
 
+pytest_plugins = ["tests.procs"]  # gateway processes and a shared Redis
+
 
 @pytest.fixture
 def stack() -> Iterator[ExitStack]:
