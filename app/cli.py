@@ -143,7 +143,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.factory import create_app
+    from app.metrics import prepare_multiprocess
 
+    prepare_multiprocess(args.workers)  # before any metric exists: every worker's in one scrape
     try:
         config, said = _load(args.config)
         app = create_app(config)
@@ -163,6 +165,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            # A worker imports every provider SDK before it can answer uvicorn's health ping;
+            # the default 5 s kills it on a slow disk before it ever serves.
+            timeout_worker_healthcheck=60,
         )
     else:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -11,7 +11,8 @@ from app import __version__
 from app.config import RouterConfig
 from app.gateway import Gateway
 from app.limits import BodyLimit
-from routers import chat, errors, health, openai_compat
+from app.telemetry import RecordRequests, Telemetry
+from routers import chat, errors, health, openai_compat, ops
 
 
 def create_app(config: RouterConfig) -> FastAPI:
@@ -33,8 +34,11 @@ def create_app(config: RouterConfig) -> FastAPI:
     app.state.gateway = gateway
     app.state.draining = False
     app.add_middleware(BodyLimit, limit=lambda: app.state.gateway.config.server.max_body_bytes)
+    app.state.telemetry = Telemetry(lambda: app.state.gateway)
+    app.add_middleware(RecordRequests, telemetry=app.state.telemetry)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
+    app.include_router(ops.router)
     return app

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from app.chat import ChatRequest
 from app.config import ConfigError, Problem, RouterConfig
 from app.routing import Call, Node
+from app.telemetry import track
 from app.tree import TreeCompiler
 from providers import Provider, provider_class
 
@@ -66,7 +67,9 @@ class Gateway:
 
     def new_call(self, request: ChatRequest, headers: Mapping[str, str] | None = None) -> Call:
         deadline = time.monotonic() + self.config.server.request_timeout_s
-        return Call(request, headers=headers, env=self.env, deadline=deadline)
+        call = Call(request, headers=headers, env=self.env, deadline=deadline)
+        track(call)  # recorded by app.telemetry when the response has been sent
+        return call
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
