@@ -224,7 +224,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     (bin_dir / "python").symlink_to(base_python)
     env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(tmp),
+        "HOME": os.environ.get("HOME", str(tmp)),  # the user's pip configuration applies
         "LANG": "C.UTF-8",
     }
     for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"):
