@@ -5,7 +5,7 @@ request's `Call` (`track`), whatever dialect the request came in; when the respo
 sent, to the last byte of a stream, the middleware records the call once: its status, latency,
 time to first event, every attempt (`call.attempts`), and the answer's tokens and cost.
 
-The tracing layer reports spans it had to drop with `Telemetry.spans_dropped(n)`.
+The tracing exporter's count of dropped spans is read into the metrics at each scrape.
 """
 
 from __future__ import annotations
@@ -54,9 +54,17 @@ class Telemetry:
         self._gateway = gateway
         self.stats = Stats()
         self.metrics = Metrics(lambda: breakers_of(self._gateway().routes.values()))
+        self._spans_dropped_seen = 0
 
     def spans_dropped(self, count: int = 1) -> None:
         self.metrics.spans_dropped.inc(count)
+
+    def observe_spans_dropped(self, total: int) -> None:
+        """Bring the counter up to the span exporter's running total (read at each scrape)."""
+        fresh = total - self._spans_dropped_seen
+        if fresh > 0:
+            self.spans_dropped(fresh)
+            self._spans_dropped_seen = total
 
     def _route_label(self, name: str) -> str:
         # A caller-chosen name must not mint new label values: known names only.

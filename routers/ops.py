@@ -21,6 +21,9 @@ def _telemetry(request: Request) -> Telemetry:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
+    tracing = getattr(request.app.state, "tracing", None)
+    if tracing is not None:
+        _telemetry(request).observe_spans_dropped(tracing.dropped)
     return Response(_telemetry(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
 

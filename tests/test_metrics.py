@@ -161,15 +161,20 @@ def test_caller_chosen_names_do_not_mint_label_values(base: str) -> None:
     assert routes == {"(direct)"}
 
 
-def test_dropped_spans_hook() -> None:
-    app = create_app(parse_config(CONFIG, env={}))
-    app.state.telemetry.spans_dropped(3)
-    samples = {
-        s.name: s.value
-        for f in text_string_to_metric_families(app.state.telemetry.metrics.exposition().decode())
-        for s in f.samples
-    }
-    assert samples["llm_router_spans_dropped_total"] == 3
+def test_spans_the_exporter_drops_are_counted(serve_gateway, stack) -> None:
+    from tests.fakes.otlp_collector import Collector
+    from tests.fakes.server import serve_app
+
+    hanging = Collector(hang_s=30)
+    url = stack.enter_context(serve_app(hanging.app))
+    traced = CONFIG + f"tracing: {{exporter: otlp, endpoint: '{url}/v1/traces', max_queue: 4}}\n"
+    base = serve_gateway(traced)
+    for _ in range(10):
+        assert httpx.post(base + "/v1/chat", json={**HELLO, "route": "broken"}).status_code == 502
+    dropped = value(scrape(base), "llm_router_spans_dropped_total")
+    # Ten requests make 40+ spans; the queue holds 4 and a batch is stuck in the hanging export.
+    assert dropped >= 20
+    assert value(scrape(base), "llm_router_spans_dropped_total") >= dropped
 
 
 def test_each_app_has_its_own_registry() -> None:
