@@ -11,7 +11,7 @@ from app import __version__
 from app.config import RouterConfig
 from app.gateway import Gateway
 from app.limits import BodyLimit
-from routers import chat, errors, health, openai_compat
+from routers import anthropic_compat, chat, errors, health, openai_compat
 
 
 def create_app(config: RouterConfig) -> FastAPI:
@@ -37,4 +37,5 @@ def create_app(config: RouterConfig) -> FastAPI:
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
+    app.include_router(anthropic_compat.router)
     return app

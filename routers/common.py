@@ -68,3 +68,24 @@ async def open_stream(node: Node, call: Call) -> tuple[StreamEvent, AsyncIterato
         empty = ProviderError(ErrorKind.SERVER_ERROR, "the stream ended before any event")
         raise upstream_failure(empty, call) from None
     return first, events
+
+
+def answered_model(call: Call, fallback: str) -> str:
+    """The model id that answered (as its provider reports it), else the one being streamed."""
+    if call.answer is not None:
+        return call.answer.model
+    if call.serving is not None:
+        return call.serving.model.model
+    return fallback
+
+
+def router_summary(call: Call, route: str) -> dict[str, Any]:
+    """The gateway's own account of a call, carried as `router` in the compatible dialects."""
+    answer = call.answer
+    return {
+        "route": route,
+        "target": answer.target.name if answer else None,
+        "provider": answer.target.provider.name if answer else None,
+        "cost_usd": round(answer.cost_usd, 10) if answer else 0.0,
+        "decisions": decisions_of(call),
+    }
