@@ -13,21 +13,19 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
-    Tag,
     ValidationError,
 )
 
-from providers import PROVIDER_TYPES, ModelConfig
+from providers import PROVIDER_MODULES, ModelConfig, ProviderConfig, provider_class
 
 Loc = tuple[str | int, ...]
 
@@ -73,19 +71,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CallerKeyConfig(_Strict):
+    """A named caller key with its own limits (`server.keys`); unset limits do not apply."""
+
+    key: SecretStr  # an empty key (e.g. an unset ${VAR:-}) disables the entry
+    name: str = Field(min_length=1)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute
+    budget_usd_per_day: float | None = Field(default=None, gt=0)  # UTC days
+
+
 class ServerConfig(_Strict):
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty strings ignored
+    keys: list[CallerKeyConfig] = Field(default_factory=list)
     admin_key: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     request_timeout_s: float = Field(default=300.0, gt=0)  # overall deadline per request
+    drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: in-flight requests finish
 
     def caller_keys(self) -> list[str]:
-        return [k.get_secret_value() for k in self.api_keys if k.get_secret_value()]
+        keys = [k.get_secret_value() for k in self.api_keys]
+        keys += [entry.key.get_secret_value() for entry in self.keys]
+        return [k for k in keys if k]
 
 
 class StateConfig(_Strict):
     backend: Literal["memory", "redis"] = "memory"
     url: str = "redis://localhost:6379/0"
+    prefix: str = "llm-router:"  # every key this gateway writes starts with it
+    timeout_s: float = Field(default=0.25, gt=0)  # Redis connect and socket timeouts
+    retry_s: float = Field(default=5.0, gt=0)  # after Redis failed: local memory this long
 
 
 class TracingConfig(_Strict):
@@ -96,18 +111,8 @@ class TracingConfig(_Strict):
     project: str = "llm-router"
     source: str = "development"
     capture_content: bool = True
+    max_queue: int = Field(default=4096, ge=1)  # spans held for export; beyond it, dropped
 
-
-def _provider_tag(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in PROVIDER_TYPES else None
-
-
-# A discriminated union over every registered adapter's own config model.
-AnyProviderConfig = Annotated[
-    Union[tuple(Annotated[cls.config_model, Tag(t)] for t, cls in PROVIDER_TYPES.items())],  # noqa: UP007
-    Discriminator(_provider_tag),
-]
 
 NodeSpec = str | dict[str, Any]
 
@@ -116,7 +121,8 @@ class RouterConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
-    providers: dict[str, AnyProviderConfig] = Field(default_factory=dict)
+    # Each entry is its adapter's own config model, validated in parse_config (lazily imported).
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, NodeSpec] = Field(default_factory=dict)
 
@@ -248,11 +254,14 @@ def parse_config(
         Problem(dotted(loc), f"environment variable {name} is not set", _line(lines, loc))
         for loc, name in missing
     ]
+    providers, provider_problems = _validate_providers(data.get("providers"), lines)
+    problems.extend(provider_problems)
     try:
-        config = RouterConfig.model_validate(data)
+        config = RouterConfig.model_validate({**data, "providers": providers})
     except ValidationError as exc:
         problems.extend(_explain(exc, data, lines))
-        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
     config._lines = lines
     config._source = source
     problems.extend(_cross_check(config))
@@ -285,30 +294,63 @@ _SECTION_FIELDS: dict[str, type[BaseModel]] = {
 }
 
 
-def _explain(exc: ValidationError, data: dict[str, Any], lines: dict[Loc, int]) -> list[Problem]:
+def _validate_providers(
+    raw: Any, lines: dict[Loc, int]
+) -> tuple[dict[str, ProviderConfig], list[Problem]]:
+    """Each provider entry validated by its own adapter's config model."""
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, dict):
+        return {}, [
+            Problem(
+                "providers", "must be a mapping of names to providers", _line(lines, ("providers",))
+            )
+        ]
+    typed: dict[str, ProviderConfig] = {}
+    problems: list[Problem] = []
+    for name, entry in raw.items():
+        loc: Loc = ("providers", name)
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or kind is None:
+            message = f"a provider needs a type: one of {', '.join(PROVIDER_MODULES)}"
+            problems.append(Problem(dotted(loc), message, _line(lines, loc)))
+            continue
+        if kind not in PROVIDER_MODULES:
+            message = f"unknown provider type '{kind}'{suggest(str(kind), PROVIDER_MODULES)}"
+            problems.append(Problem(dotted((*loc, "type")), message, _line(lines, (*loc, "type"))))
+            continue
+        model = provider_class(kind).config_model
+        try:
+            typed[name] = model.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(
+                _explain(exc, entry, lines, prefix=loc, fields=list(model.model_fields))
+            )
+    return typed, problems
+
+
+def _explain(
+    exc: ValidationError,
+    data: dict[str, Any],
+    lines: dict[Loc, int],
+    *,
+    prefix: Loc = (),
+    fields: list[str] | None = None,
+) -> list[Problem]:
     """Turn pydantic's errors into problems with file paths, lines and suggestions."""
     problems: list[Problem] = []
     for error in exc.errors(include_url=False):
-        # Drop the union-member tags pydantic inserts (e.g. providers.x.openai.api_key).
-        loc = tuple(
-            part
-            for i, part in enumerate(error["loc"])
-            if not (i == 2 and error["loc"][0] == "providers" and part in PROVIDER_TYPES)
-        )
+        loc = (*prefix, *error["loc"])
         message = error["msg"]
         kind = error["type"]
         if kind == "extra_forbidden" and loc:
             name = str(loc[-1])
-            message = f"unknown field '{name}'{suggest(name, _known_fields(loc, data))}"
-        elif kind == "union_tag_not_found" or kind == "union_tag_invalid":
-            given = error.get("input", {})
-            given_type = given.get("type") if isinstance(given, dict) else None
-            if given_type is None:
-                message = f"a provider needs a type: one of {', '.join(PROVIDER_TYPES)}"
-            else:
-                hint = suggest(str(given_type), PROVIDER_TYPES)
-                message = f"unknown provider type '{given_type}'{hint}"
-                loc = (*loc, "type")
+            known = (
+                fields
+                if fields is not None and len(error["loc"]) == 1
+                else _known_fields(loc, data)
+            )
+            message = f"unknown field '{name}'{suggest(name, known)}"
         elif kind == "missing":
             message = "required field is missing"
         problems.append(Problem(dotted(loc), message, _line(lines, loc)))
@@ -323,16 +365,11 @@ def _known_fields(loc: Loc, data: dict[str, Any]) -> list[str]:
         return list(_SECTION_FIELDS[str(parent[0])].model_fields)
     if len(parent) == 2 and parent[0] == "models":
         return list(ModelConfig.model_fields)
-    if len(parent) == 2 and parent[0] == "providers":
-        entry = data.get("providers", {}).get(parent[1], {})
-        cls = PROVIDER_TYPES.get(entry.get("type")) if isinstance(entry, dict) else None
-        if cls is not None:
-            return list(cls.config_model.model_fields)
     return []
 
 
 def _cross_check(config: RouterConfig) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = _check_keys(config)
     for alias, model in config.models.items():
         if model.provider not in config.providers:
             problems.append(
@@ -354,4 +391,22 @@ def _cross_check(config: RouterConfig) -> list[Problem]:
             )
         if "/" in name:
             problems.append(config.problem(("routes", name), "a route name may not contain '/'"))
+    return problems
+
+
+def _check_keys(config: RouterConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    server = config.server
+    seen: set[str] = set()
+    for i, entry in enumerate(server.keys):
+        if entry.name in seen:
+            problems.append(
+                config.problem(("server", "keys", i, "name"), f"'{entry.name}' is named twice")
+            )
+        seen.add(entry.name)
+    admin = server.admin_key.get_secret_value() if server.admin_key else ""
+    if admin and admin in server.caller_keys():
+        problems.append(
+            config.problem(("server", "admin_key"), "the admin key must differ from caller keys")
+        )
     return problems

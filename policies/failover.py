@@ -13,7 +13,6 @@ target (when configured) skips a target that keeps failing until its cooldown ha
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from tenacity import (
 from app.chat import Completion, StreamEvent
 from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node, Target
+from app.state import BreakerState, MemoryStore, StateStore
 from policies.base import Builder, Loc, NodeSpec, Policy, PolicyConfig
 
 T = TypeVar("T")
@@ -68,51 +68,58 @@ class FailoverConfig(PolicyConfig):
 
 
 class Breaker:
-    """closed → open after N consecutive failures → half-open after the cooldown → closed."""
+    """closed → open after N consecutive failures → half-open after the cooldown → closed.
 
-    def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    Its state lives in a state store (`app/state.py`): this process's memory by default, or
+    Redis shared by replicas, so that a breaker opened through one replica is open for all and
+    only one caller, in one replica, sends the half-open probe. `state` is the last one seen.
+    """
+
+    def __init__(
+        self, config: BreakerConfig, store: StateStore | None = None, key: str = "breaker"
+    ) -> None:
         self.config = config
-        self.clock = clock
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.probing = False
+        self.store: StateStore = store if store is not None else MemoryStore()
+        self.key = key
+        self.state: BreakerState = "closed"
 
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        if self.clock() - self.opened_at >= self.config.cooldown_s:
-            return "half_open"
-        return "open"
+    async def allow(self) -> bool:
+        allowed = await self.store.breaker_allow(self.key, self.config.cooldown_s)
+        if not allowed:
+            self.state = "open"
+        return allowed
 
-    def allow(self) -> bool:
-        state = self.state
-        if state == "closed":
-            return True
-        if state == "half_open" and not self.probing:
-            self.probing = True  # one probe at a time
-            return True
-        return False
+    async def success(self) -> None:
+        await self.store.breaker_success(self.key)
+        self.state = "closed"
 
-    def success(self) -> None:
-        self.failures = 0
-        self.opened_at = None
-        self.probing = False
+    async def failure(self) -> None:
+        await self.store.breaker_failure(self.key, self.config.failures, self.config.cooldown_s)
+        self.state = await self.store.breaker_state(self.key, self.config.cooldown_s)
 
-    def failure(self) -> None:
-        self.failures += 1
-        if self.probing or self.failures >= self.config.failures:
-            self.opened_at = self.clock()
-        self.probing = False
+    async def release(self) -> None:
+        """A probe ended with no verdict on the target: let another caller probe."""
+        await self.store.breaker_release(self.key)
 
 
 class Failover(Node):
-    def __init__(self, config: FailoverConfig, chain: list[Node], path: str) -> None:
+    def __init__(
+        self,
+        config: FailoverConfig,
+        chain: list[Node],
+        path: str,
+        store: StateStore | None = None,
+    ) -> None:
         self.config = config
         self.chain = chain
         self.path = path
+        store = store if store is not None else MemoryStore()
         self.breakers: dict[int, Breaker] = (
-            {i: Breaker(config.circuit_breaker) for i in range(len(chain))}
+            {
+                # Keyed by where it is declared and what it guards: the same on every replica.
+                i: Breaker(config.circuit_breaker, store, f"breaker:{path}:{i}:{chain[i].label}")
+                for i in range(len(chain))
+            }
             if config.circuit_breaker
             else {}
         )
@@ -132,6 +139,13 @@ class Failover(Node):
             "retries": self.config.retries,
             "breakers": {self.chain[i].label: b.state for i, b in self.breakers.items()},
             "children": [child.describe() for child in self.chain],
+        }
+
+    def span_attributes(self, decision: Any) -> dict[str, Any]:
+        """What this node's span carries besides its decision (see app/hops.py)."""
+        return {
+            "resilience.max_retries": self.config.retries,
+            "resilience.chain_length": len(self.chain),
         }
 
     # -- retry machinery -------------------------------------------------------------------
@@ -175,14 +189,14 @@ class Failover(Node):
     def _candidates(self, call: Call) -> list[int]:
         return list(range(len(self.chain)))
 
-    def _skip(self, index: int, call: Call, too_small: int | None) -> str | None:
+    async def _skip(self, index: int, call: Call, too_small: int | None) -> str | None:
         child = self.chain[index]
         if too_small is not None and isinstance(child, Target):
             window = child.model.context_window
             if window is not None and window <= too_small:
                 return "context_window_too_small"
         breaker = self.breakers.get(index)
-        if breaker is not None and not breaker.allow():
+        if breaker is not None and not await breaker.allow():
             return "circuit_open"
         return None
 
@@ -193,7 +207,7 @@ class Failover(Node):
         too_small: int | None = None
         for index in self._candidates(call):
             child = self.chain[index]
-            reason = self._skip(index, call, too_small)
+            reason = await self._skip(index, call, too_small)
             if reason is not None:
                 skipped.append({"target": child.label, "skipped": reason})
                 continue
@@ -205,9 +219,9 @@ class Failover(Node):
             except ProviderError as error:
                 last = error
                 if breaker is not None and error.kind.retryable:
-                    breaker.failure()
+                    await breaker.failure()
                 elif breaker is not None:
-                    breaker.probing = False
+                    await breaker.release()
                 if call.output_started or error.kind.client_fault:
                     self._record(call, "failed", first_attempt, skipped)
                     raise
@@ -215,7 +229,7 @@ class Failover(Node):
                     too_small = child.model.context_window or too_small
                 continue
             if breaker is not None:
-                breaker.success()
+                await breaker.success()
             self._record(call, child.label, first_attempt, skipped)
             return result
         self._record(call, "exhausted", first_attempt, skipped)
@@ -267,7 +281,7 @@ def _normalize(value: Any) -> Any:
 
 def _build(config: FailoverConfig, builder: Builder, loc: Loc) -> Node:
     chain = [builder.node(spec, (*loc, "chain", i)) for i, spec in enumerate(config.chain)]
-    return Failover(config, chain, ".".join(map(str, loc)))
+    return Failover(config, chain, ".".join(map(str, loc)), builder.state)
 
 
 POLICY = Policy(key="failover", config=FailoverConfig, build=_build, normalize=_normalize)

@@ -1,22 +1,29 @@
-"""Provider adapters, one module each, registered here by their `type:` name in router.yaml."""
+"""Provider adapters, one module each, registered here by their `type:` name in router.yaml.
+
+Modules are imported only when a config names their type: each SDK costs tens of megabytes and
+up to seconds of start-up, and a gateway serving only OpenAI should pay for OpenAI alone.
+"""
 
 from __future__ import annotations
 
-from providers.anthropic import AnthropicProvider
-from providers.azure_openai import AzureOpenAIProvider
-from providers.base import ModelConfig, Provider, ProviderConfig
-from providers.bedrock import BedrockProvider
-from providers.gemini import GeminiProvider
-from providers.openai import OpenAIProvider
-from providers.simulated import SimulatedProvider
+import importlib
 
-PROVIDER_TYPES: dict[str, type[Provider]] = {
-    "openai": OpenAIProvider,
-    "azure_openai": AzureOpenAIProvider,
-    "anthropic": AnthropicProvider,
-    "gemini": GeminiProvider,
-    "bedrock": BedrockProvider,
-    "simulated": SimulatedProvider,
+from providers.base import ModelConfig, Provider, ProviderConfig
+
+PROVIDER_MODULES: dict[str, tuple[str, str]] = {
+    "openai": ("providers.openai", "OpenAIProvider"),
+    "azure_openai": ("providers.azure_openai", "AzureOpenAIProvider"),
+    "anthropic": ("providers.anthropic", "AnthropicProvider"),
+    "gemini": ("providers.gemini", "GeminiProvider"),
+    "bedrock": ("providers.bedrock", "BedrockProvider"),
+    "simulated": ("providers.simulated", "SimulatedProvider"),
 }
 
-__all__ = ["PROVIDER_TYPES", "ModelConfig", "Provider", "ProviderConfig"]
+
+def provider_class(type_name: str) -> type[Provider]:
+    """The adapter class for a `type:` name (KeyError when unknown), imported on first use."""
+    module, name = PROVIDER_MODULES[type_name]
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["PROVIDER_MODULES", "ModelConfig", "Provider", "ProviderConfig", "provider_class"]

@@ -175,13 +175,22 @@ class AnthropicProvider(Provider):
         if system:
             params["system"] = system
         if request.stop:
-            params["stop_sequences"] = list(request.stop)
+            # The API refuses whitespace-only stop sequences (such as "\n\n").
+            stops = [stop for stop in request.stop if stop.strip()]
+            if len(stops) < len(request.stop):
+                notes.append("whitespace-only stop sequences dropped: Anthropic refuses them")
+            if stops:
+                params["stop_sequences"] = stops
+        if request.user:
+            params["metadata"] = {"user_id": request.user}
         if request.tools:
             params["tools"] = to_anthropic_tools(request.tools)
             if request.tool_choice is not None:
                 choice = to_anthropic_tool_choice(request.tool_choice)
                 if choice is not None:
                     params["tool_choice"] = choice
+        elif request.tool_choice is not None:
+            notes.append("tool_choice dropped: the request has no tools")
         sampling = {
             field: getattr(request, field)
             for field in ("temperature", "top_p")
@@ -484,7 +493,7 @@ def map_anthropic_error(exc: BaseException, *, provider: str, model: str) -> Pro
             return make(ErrorKind.AUTHENTICATION, _AUTH_MESSAGE, status=status)
         if status == 404:
             return make(ErrorKind.NOT_FOUND, text, status=status)
-        if status == 408:
+        if status in (408, 504) or error_type == "timeout_error":
             return make(ErrorKind.TIMEOUT, text, status=status)
         if status >= 500:  # incl. 529 overloaded_error
             return make(ErrorKind.SERVER_ERROR, text, status=status)

@@ -126,7 +126,9 @@ class GeminiProvider(Provider):
 
     # ---- request ---------------------------------------------------------------------------
 
-    def _config(self, model: ModelConfig, request: ChatRequest) -> types.GenerateContentConfig:
+    def _config(
+        self, model: ModelConfig, request: ChatRequest, notes: list[str]
+    ) -> types.GenerateContentConfig:
         system = [m.content for m in request.messages if m.role == "system" and m.content]
         params: dict[str, Any] = {
             # HttpOptions.timeout is in milliseconds.
@@ -163,6 +165,10 @@ class GeminiProvider(Provider):
             calling = _function_calling(request.tool_choice)
             if calling is not None:
                 params["tool_config"] = types.ToolConfig(function_calling_config=calling)
+        elif request.tool_choice is not None:
+            notes.append("tool_choice dropped: the request has no tools")
+        if request.user:
+            notes.append("user is not sent: the Gemini API has no such field")
         return types.GenerateContentConfig(**params)
 
     def _contents(self, messages: list[Message]) -> list[types.Content]:
@@ -247,7 +253,8 @@ class GeminiProvider(Provider):
 
     async def complete(self, model: ModelConfig, request: ChatRequest) -> Completion:
         contents = self._contents(request.messages)
-        config = self._config(model, request)
+        notes: list[str] = []
+        config = self._config(model, request, notes)
         try:
             response = await self.client.aio.models.generate_content(
                 model=model.model, contents=contents, config=config
@@ -285,11 +292,13 @@ class GeminiProvider(Provider):
             finish_reason=_finish(_enum_value(candidate.finish_reason), bool(tool_calls)),
             usage=usage,
             model=response.model_version or model.model,
+            notes=notes,
         )
 
     async def stream(self, model: ModelConfig, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         contents = self._contents(request.messages)
-        config = self._config(model, request)
+        notes: list[str] = []
+        config = self._config(model, request, notes)
         answered_model = model.model
         finish: str | None = None
         usage: Usage | None = None
@@ -336,6 +345,7 @@ class GeminiProvider(Provider):
             usage=usage,
             model=answered_model,
             truncated=finish is None,
+            notes=notes,
         )
 
     async def aclose(self) -> None:

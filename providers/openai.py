@@ -43,6 +43,23 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
+# Reasoning models (o-series, GPT-5) refuse `max_tokens` (they take `max_completion_tokens`) and any
+# sampling parameter but the default; their chat variants (`gpt-5-chat-latest`) do not.
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def is_reasoning_model(model_id: str) -> bool:
+    return model_id.startswith(_REASONING_PREFIXES) and "-chat" not in model_id
+
+
+def _refuses_stream_options(exc: openai.OpenAIError) -> bool:
+    """A 400 from a server that does not know `stream_options` (older vLLM or Azure versions)."""
+    if not isinstance(exc, openai.BadRequestError):
+        return False
+    detail = _error_detail(exc)
+    return "stream_options" in f"{detail.get('message', '')} {detail.get('param', '')}"
+
+
 class OpenAIConfig(ProviderConfig):
     type: Literal["openai"] = "openai"
     api_key: SecretStr | None = None
@@ -58,6 +75,8 @@ class OpenAIProvider(Provider):
     def __init__(self, name: str, config: OpenAIConfig) -> None:
         super().__init__(name, config)
         self.client = self._build_client(config)
+        # Cleared the first time the server refuses `stream_options`: not asked again.
+        self._stream_usage = True
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
         api_key = config.api_key.get_secret_value() if config.api_key else None
@@ -72,28 +91,37 @@ class OpenAIProvider(Provider):
     def _model_id(self, model: ModelConfig) -> str:
         return model.model
 
-    def _params(self, model: ModelConfig, request: ChatRequest) -> dict[str, Any]:
+    def _params(self, model: ModelConfig, request: ChatRequest) -> tuple[dict[str, Any], list[str]]:
+        notes: list[str] = []
         params: dict[str, Any] = {
             "model": self._model_id(model),
             "messages": [m.model_dump(exclude_none=True) for m in request.messages],
             "timeout": model.timeout_s,
         }
+        reasoning = is_reasoning_model(model.model)
         max_tokens = request.max_tokens or model.max_tokens
         if max_tokens is not None:
-            params["max_tokens"] = max_tokens
+            params["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
         for field in ("temperature", "top_p", "stop", "user"):
             value = getattr(request, field)
-            if value is not None:
-                params[field] = value
+            if value is None:
+                continue
+            if reasoning and field in ("temperature", "top_p"):
+                notes.append(f"{field} dropped: {model.model} accepts only its default")
+                continue
+            params[field] = value
         if request.tools:
             params["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
             if request.tool_choice is not None:
                 params["tool_choice"] = request.tool_choice
-        return params
+        elif request.tool_choice is not None:
+            notes.append("tool_choice dropped: the request has no tools")
+        return params, notes
 
     async def complete(self, model: ModelConfig, request: ChatRequest) -> Completion:
+        params, notes = self._params(model, request)
         try:
-            response = await self.client.chat.completions.create(**self._params(model, request))
+            response = await self.client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
             raise self._map_error(exc, model) from None
         if not response.choices:
@@ -126,16 +154,27 @@ class OpenAIProvider(Provider):
             finish_reason=_FINISH.get(choice.finish_reason or "stop", "stop"),
             usage=usage,
             model=response.model or model.model,
+            notes=notes,
         )
 
     async def stream(self, model: ModelConfig, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        params = self._params(model, request)
+        params, notes = self._params(model, request)
         params["stream"] = True
-        params["stream_options"] = {"include_usage": True}
+        if self._stream_usage:
+            params["stream_options"] = {"include_usage": True}
         try:
             chunks = await self.client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
-            raise self._map_error(exc, model) from None
+            if "stream_options" not in params or not _refuses_stream_options(exc):
+                raise self._map_error(exc, model) from None
+            # The server predates `stream_options`: ask again without it (and never again).
+            self._stream_usage = False
+            del params["stream_options"]
+            notes.append("stream_options dropped: the server refuses it, so usage may be estimated")
+            try:
+                chunks = await self.client.chat.completions.create(**params)
+            except openai.OpenAIError as retry_exc:
+                raise self._map_error(retry_exc, model) from None
 
         answered_model = model.model
         finish: str | None = None
@@ -157,7 +196,8 @@ class OpenAIProvider(Provider):
                             yield TextDelta(text=delta.content)
                         for fragment in (delta.tool_calls if delta is not None else None) or ():
                             slot = pending.setdefault(
-                                fragment.index, {"id": "", "name": "", "arguments": ""}
+                                _fragment_index(fragment, pending),
+                                {"id": "", "name": "", "arguments": ""},
                             )
                             if fragment.id:
                                 slot["id"] = fragment.id
@@ -189,6 +229,7 @@ class OpenAIProvider(Provider):
             usage=usage,
             model=answered_model,
             truncated=finish is None,
+            notes=notes,
         )
 
     async def aclose(self) -> None:
@@ -241,6 +282,19 @@ def map_openai_error(exc: openai.OpenAIError, *, provider: str, model: str) -> P
     if isinstance(exc, openai.APIResponseValidationError):
         return make(ErrorKind.SERVER_ERROR, "the provider sent a response that could not be read")
     return make(ErrorKind.SERVER_ERROR, "the provider call failed")
+
+
+def _fragment_index(fragment: Any, pending: dict[int, dict[str, str]]) -> int:
+    """Which tool call a streamed fragment belongs to. Some servers (Ollama) send each call whole
+    and without `index`: a fragment with a new id then starts the next call."""
+    if fragment.index is not None:
+        return int(fragment.index)
+    if not pending:
+        return 0
+    last = max(pending)
+    if fragment.id and pending[last]["id"] and fragment.id != pending[last]["id"]:
+        return last + 1
+    return last
 
 
 def _error_detail(exc: openai.APIStatusError) -> dict[str, Any]:

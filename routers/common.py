@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from app import quota
 from app.chat import Completion, StreamEvent
 from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node
@@ -49,22 +50,61 @@ def decisions_of(call: Call) -> list[dict[str, Any]]:
 
 
 async def complete(node: Node, call: Call) -> Completion:
+    lease = await quota.admit(node, call)  # the caller's rate limits and budget: 429/402
     try:
         return await node.complete(call)
     except ProviderError as error:
         raise upstream_failure(error, call) from None
+    finally:
+        await lease.settle(call)
 
 
 async def open_stream(node: Node, call: Call) -> tuple[StreamEvent, AsyncIterator[StreamEvent]]:
     """Start the stream and wait for its first event, so that a failure before any output is
     an ordinary HTTP error (with its status) rather than a stream that errors at once."""
+    lease = await quota.admit(node, call)  # the caller's rate limits and budget: 429/402
     events = node.stream(call)
     try:
         first = await anext(events)
     except ProviderError as error:
         await events.aclose()  # type: ignore[attr-defined]
+        await lease.settle(call)
         raise upstream_failure(error, call) from None
     except StopAsyncIteration:
+        await lease.settle(call)
         empty = ProviderError(ErrorKind.SERVER_ERROR, "the stream ended before any event")
         raise upstream_failure(empty, call) from None
-    return first, events
+    return first, _settled(events, lease, call)
+
+
+async def _settled(
+    events: AsyncIterator[StreamEvent], lease: quota.Lease, call: Call
+) -> AsyncIterator[StreamEvent]:
+    """The stream, settling the caller's reservation when it ends or is closed."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        await lease.settle(call)
+
+
+def answered_model(call: Call, fallback: str) -> str:
+    """The model id that answered (as its provider reports it), else the one being streamed."""
+    if call.answer is not None:
+        return call.answer.model
+    if call.serving is not None:
+        return call.serving.model.model
+    return fallback
+
+
+def router_summary(call: Call, route: str) -> dict[str, Any]:
+    """The gateway's own account of a call, carried as `router` in the compatible dialects."""
+    answer = call.answer
+    return {
+        "route": route,
+        "target": answer.target.name if answer else None,
+        "provider": answer.target.provider.name if answer else None,
+        "cost_usd": round(answer.cost_usd, 10) if answer else 0.0,
+        "decisions": decisions_of(call),
+    }

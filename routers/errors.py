@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
+    BudgetExceeded,
     ErrorKind,
     InternalError,
     InvalidRequest,
@@ -36,6 +37,13 @@ def upstream_failure(error: ProviderError, call: Call) -> RouterError:
     attempts = [a.as_dict() for a in call.attempts]
     details: dict[str, Any] = {"attempts": attempts}
     kind = error.kind
+    if kind is ErrorKind.BUDGET_EXCEEDED and not call.attempts:
+        # Nothing was tried because nothing fitted; after real failures the 502 below says more.
+        details["max_cost_usd"] = call.request.max_cost_usd
+        details["skipped"] = [d.detail for d in call.decisions if d.outcome == "over_budget"]
+        return BudgetExceeded(
+            "no target fits the request's max_cost_usd", code=kind.value, details=details
+        )
     if kind.client_fault or kind is ErrorKind.CONTEXT_LENGTH:
         return InvalidRequest(error.message, code=kind.value, details=details)
     if kind is ErrorKind.RATE_LIMITED and all(a.error == "rate_limited" for a in call.attempts):
@@ -63,6 +71,16 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return problems
 
 
+def invalid_request_of(exc: RequestValidationError) -> InvalidRequest:
+    """A body that failed validation, as the caller is told: the first problem, then all."""
+    problems = _validation_details(exc)
+    if any(p["msg"].startswith("JSON decode error") for p in problems):
+        return InvalidRequest("the body is not valid JSON", code="invalid_json")
+    first = problems[0] if problems else {"loc": "", "msg": "invalid request"}
+    message = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
+    return InvalidRequest(message, details={"problems": problems})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RouterError)
     async def _router_error(request: Request, exc: RouterError) -> JSONResponse:
@@ -70,12 +88,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = _validation_details(exc)
-        if any(p["msg"].startswith("JSON decode error") for p in problems):
-            return error_response(InvalidRequest("the body is not valid JSON", code="invalid_json"))
-        first = problems[0] if problems else {"loc": "", "msg": "invalid request"}
-        message = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
-        return error_response(InvalidRequest(message, details={"problems": problems}))
+        return error_response(invalid_request_of(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

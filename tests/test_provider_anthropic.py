@@ -228,7 +228,9 @@ async def test_stop_sequences_and_dropped_sampling(
         model_cfg(), chat(stop=["\n\n", "END"], temperature=0.2, top_p=0.9)
     )
     body = fake.last.body
-    assert body["stop_sequences"] == ["\n\n", "END"]
+    # The API refuses whitespace-only stop sequences (the fake does too): dropped, with a note.
+    assert body["stop_sequences"] == ["END"]
+    assert any("whitespace-only stop" in n for n in result.notes)
     # The SDK's API version refuses sampling parameters (the fake does too): dropped, with notes.
     assert "temperature" not in body and "top_p" not in body
     assert any("temperature" in n for n in result.notes)

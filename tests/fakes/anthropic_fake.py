@@ -12,8 +12,9 @@ request takes the next one, or a default text answer when none is queued. Every 
 
 Like the real API (version 2026-10-21), the fake refuses requests that break the Messages API's
 rules: missing `max_tokens`/`model`, a `system` role inside `messages`, non-alternating roles, a
-`tool_result` without a matching `tool_use` in the previous assistant turn, sampling parameters
-(unless `anthropic-version` is 2023-06-01), and requests without a key.
+`tool_result` without a matching `tool_use` in the previous assistant turn, whitespace-only stop
+sequences, sampling parameters (unless `anthropic-version` is 2023-06-01), and requests without
+a key.
 """
 
 from __future__ import annotations
@@ -361,6 +362,9 @@ def _validate(body: Any, headers: dict[str, str]) -> str | None:
         for name in ("temperature", "top_p", "top_k"):
             if name in body:
                 return f"{name}: Extra inputs are not permitted"
+    for stop in body.get("stop_sequences") or ():
+        if not str(stop).strip():
+            return "stop_sequences: each stop sequence must contain non-whitespace"
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return "messages: at least one message is required"

@@ -70,6 +70,7 @@ class Seen:
     started: float
     ended: float | None = None
     status: int | None = None
+    query: dict[str, str] = field(default_factory=dict)
 
 
 class OpenAIFake:
@@ -96,12 +97,33 @@ class OpenAIFake:
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": []})
 
+    def _see(self, request: Request, body: dict[str, Any]) -> Seen:
+        seen = Seen(
+            request.url.path,
+            body,
+            dict(request.headers),
+            time.monotonic(),
+            query=dict(request.query_params),
+        )
+        self.log.append(seen)
+        return seen
+
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        seen = Seen(request.url.path, body, dict(request.headers), time.monotonic())
-        self.log.append(seen)
+        seen = self._see(request, body)
+        return await self._respond(body, body.get("model", "unknown"), seen)
+
+    # Dialect hooks: servers that speak this wire format with their own extras override these.
+    def _decorate(self, completion: dict[str, Any]) -> dict[str, Any]:
+        """A whole (non-streamed) completion body, as sent."""
+        return completion
+
+    def _prelude(self) -> list[bytes]:
+        """Stream events sent before the first chunk."""
+        return []
+
+    async def _respond(self, body: dict[str, Any], model: str, seen: Seen) -> Response:
         behaviour = self.script.popleft() if self.script else self.default
-        model = body.get("model", "unknown")
         if isinstance(behaviour, Hang):
             await asyncio.sleep(behaviour.seconds)
             return JSONResponse({}, status_code=500)
@@ -120,7 +142,7 @@ class OpenAIFake:
         if isinstance(behaviour, Reply):
             await asyncio.sleep(behaviour.delay)
             seen.ended, seen.status = time.monotonic(), 200
-            return JSONResponse(_completion(behaviour, model))
+            return JSONResponse(self._decorate(_completion(behaviour, model)))
         seen.status = 200
         return StreamingResponse(
             self._stream(behaviour, model, bool(body.get("stream_options")), seen),
@@ -141,6 +163,8 @@ class OpenAIFake:
             return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
 
         await asyncio.sleep(spec.first_delay)
+        for event in self._prelude():
+            yield event
         yield chunk({"role": "assistant", "content": ""})
         for i, text in enumerate(spec.chunks):
             if spec.cut_after is not None and i >= spec.cut_after:
