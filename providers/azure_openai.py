@@ -12,7 +12,7 @@ import openai
 from pydantic import SecretStr, model_validator
 
 from providers.base import ModelConfig, ProviderConfig
-from providers.openai import OpenAIProvider
+from providers.openai import OpenAIProvider, http_client
 
 
 class AzureOpenAIConfig(ProviderConfig):
@@ -24,6 +24,8 @@ class AzureOpenAIConfig(ProviderConfig):
     # (needs the `azure-identity` package) when `entra_id: true`.
     azure_ad_token: SecretStr | None = None
     entra_id: bool = False
+    max_connections: int = 100
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"  # as for type: openai
 
     @model_validator(mode="after")
     def _one_credential(self) -> AzureOpenAIConfig:
@@ -49,6 +51,7 @@ class AzureOpenAIProvider(OpenAIProvider):
             azure_endpoint=config.endpoint,
             api_version=config.api_version,
             max_retries=0,
+            http_client=http_client(config.transport, config.max_connections),
             **credentials,
         )
 

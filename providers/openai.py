@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import httpx2
 import openai
+import orjson
 from pydantic import SecretStr
 
 from app.chat import (
@@ -66,6 +68,9 @@ class OpenAIConfig(ProviderConfig):
     base_url: str | None = None
     organization: str | None = None
     max_connections: int = 100
+    # aiohttp keeps its pool fast under concurrency, where httpx's degrades (bench/run.py);
+    # either way the call goes through the SDK, so its instrumentor still sees it.
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
 
 class OpenAIProvider(Provider):
@@ -86,6 +91,7 @@ class OpenAIProvider(Provider):
             base_url=config.base_url,
             organization=config.organization,
             max_retries=0,
+            http_client=http_client(config.transport, config.max_connections),
         )
 
     def _model_id(self, model: ModelConfig) -> str:
@@ -121,28 +127,43 @@ class OpenAIProvider(Provider):
     async def complete(self, model: ModelConfig, request: ChatRequest) -> Completion:
         params, notes = self._params(model, request)
         try:
-            response = await self.client.chat.completions.create(**params)
+            # The raw response skips the SDK's response models, the largest cost of a call
+            # after the transport; the instrumentor still reads model and tokens from it.
+            raw = await self.client.chat.completions.with_raw_response.create(**params)
+            body = orjson.loads(raw.http_response.content)
         except openai.OpenAIError as exc:
             raise self._map_error(exc, model) from None
-        if not response.choices:
+        except (orjson.JSONDecodeError, httpx2.HTTPError):
+            raise ProviderError(
+                ErrorKind.SERVER_ERROR,
+                "the provider sent a response that could not be read",
+                provider=self.name,
+                model=model.model,
+            ) from None
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not choices or not isinstance(choices[0], dict):
             raise ProviderError(
                 ErrorKind.SERVER_ERROR, "the provider returned no choices", provider=self.name
             )
-        choice = response.choices[0]
-        message = choice.message
+        choice = choices[0]
+        message = choice.get("message") or {}
         tool_calls = [
             ToolCall(
-                id=call.id,
+                id=str(call.get("id") or f"call_{index}"),
                 function=FunctionCall(
-                    name=call.function.name, arguments=call.function.arguments or "{}"
+                    name=str(call["function"].get("name") or ""),
+                    arguments=call["function"].get("arguments") or "{}",
                 ),
             )
-            for call in (message.tool_calls or [])
-            if getattr(call, "function", None) is not None
+            for index, call in enumerate(message.get("tool_calls") or ())
+            if isinstance(call, dict) and isinstance(call.get("function"), dict)
         ]
-        text = message.content
-        if response.usage is not None:
-            usage = Usage.of(response.usage.prompt_tokens, response.usage.completion_tokens)
+        text = message.get("content")
+        reported = body.get("usage")
+        if isinstance(reported, dict) and "prompt_tokens" in reported:
+            usage = Usage.of(
+                int(reported.get("prompt_tokens") or 0), int(reported.get("completion_tokens") or 0)
+            )
         else:
             usage = Usage.of(
                 estimate_input_tokens(request.messages, request.tools),
@@ -151,9 +172,9 @@ class OpenAIProvider(Provider):
             )
         return Completion(
             message=AssistantMessage(content=text, tool_calls=tool_calls),
-            finish_reason=_FINISH.get(choice.finish_reason or "stop", "stop"),
+            finish_reason=_FINISH.get(choice.get("finish_reason") or "stop", "stop"),
             usage=usage,
-            model=response.model or model.model,
+            model=body.get("model") or model.model,
             notes=notes,
         )
 
@@ -304,3 +325,16 @@ def _error_detail(exc: openai.APIStatusError) -> dict[str, Any]:
         if isinstance(inner, dict):
             return inner
     return {}
+
+
+def http_client(transport: str, max_connections: int) -> Any:
+    """The SDK's HTTP client on the chosen transport, pooled to `max_connections`."""
+    limits = httpx2.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    if transport == "aiohttp":
+        try:
+            return openai.DefaultAioHttpClient(limits=limits)
+        except RuntimeError:  # the aiohttp extra is not installed
+            pass
+    return openai.DefaultAsyncHttpxClient(limits=limits)
