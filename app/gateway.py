@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
+from app.breaker import BreakerStore
 from app.chat import ChatRequest
 from app.config import ConfigError, Problem, RouterConfig
 from app.routing import Call, Node
@@ -30,11 +31,15 @@ class Gateway:
         self.providers = providers
         self.routes = routes
         self._compiler = compiler
+        self.breakers = compiler.breakers
         self.env = os.environ.get("ENVIRONMENT", "development")
 
     @classmethod
-    def build(cls, config: RouterConfig) -> Gateway:
-        """Construct every provider and compile every route; ConfigError lists all problems."""
+    def build(cls, config: RouterConfig, breakers: BreakerStore | None = None) -> Gateway:
+        """Construct every provider and compile every route; ConfigError lists all problems.
+
+        `breakers`: the circuit breakers to keep (a reload passes the old gateway's), else new.
+        """
         providers: dict[str, Provider] = {}
         problems: list[Problem] = []
         for name, provider_config in config.providers.items():
@@ -49,7 +54,7 @@ class Gateway:
                 )
         if problems:
             raise ConfigError(problems)
-        compiler = TreeCompiler(config, providers)
+        compiler = TreeCompiler(config, providers, breakers)
         routes = compiler.compile()
         return cls(config, providers, routes, compiler)
 

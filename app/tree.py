@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.breaker import BreakerStore, MemoryBreakerStore
 from app.config import ConfigError, Loc, Problem, RouterConfig, dotted, suggest
 from app.routing import Node, RouteRef, Target
 from policies import POLICIES
@@ -37,9 +38,15 @@ def priced(model: ModelConfig) -> ModelConfig:
 class TreeCompiler:
     """Builds every route's tree against already-constructed providers."""
 
-    def __init__(self, config: RouterConfig, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        providers: dict[str, Provider],
+        breakers: BreakerStore | None = None,
+    ) -> None:
         self.config = config
         self.providers = providers
+        self.breakers = breakers if breakers is not None else MemoryBreakerStore()
         self.problems: list[Problem] = []
         self.routes: dict[str, Node] = {}
         self._targets: dict[str, Target] = {}

@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from app.breaker import BreakerStore
 from app.routing import Node, Target
 
 NodeSpec = str | dict[str, Any]
@@ -27,6 +28,8 @@ class PolicyConfig(BaseModel):
 
 class Builder(Protocol):
     """What a policy's `build` may ask of the tree compiler."""
+
+    breakers: BreakerStore  # the circuit breakers, shared by every policy that keeps them
 
     def node(self, spec: NodeSpec, loc: Loc) -> Node:
         """Compile a child node declared at `loc`."""
