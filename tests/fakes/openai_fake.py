@@ -149,6 +149,13 @@ class OpenAIFake:
     def bodies(self) -> list[dict[str, Any]]:
         return [seen.body for seen in self.log]
 
+    def settled(self, timeout: float = 2.0) -> list[Seen]:
+        """The log once every request has ended (a hang-up is noticed a moment after it)."""
+        until = time.monotonic() + timeout
+        while any(seen.ended is None for seen in self.log) and time.monotonic() < until:
+            time.sleep(0.01)
+        return self.log
+
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": []})
 
