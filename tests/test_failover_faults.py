@@ -457,6 +457,8 @@ def test_breaker_skips_a_dead_target_and_uses_it_again_after_the_cooldown(stack)
         assert httpx.post(base + "/v1/chat", json=ASK).json()["target"] == "cheap"
     assert len(primary.log) == 2
     assert breakers.describe()["smart"]["state"] == "open"
+    described = app.state.gateway.routes["default"].describe()["breakers"]
+    assert described["smart"]["state"] == "open" and described["cheap"]["state"] == "closed"
 
     # Open: the dead target costs nothing, not even a connection.
     opened = time.monotonic()
