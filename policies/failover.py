@@ -110,6 +110,7 @@ class Failover(Node):
             "path": self.path,
             "policy": "failover",
             "retries": self.config.retries,
+            "breakers": {},
         }
         if self.breakers is not None:
             known = self.breakers.describe()

@@ -21,6 +21,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,15 +215,16 @@ class OpenAIFake:
             return JSONResponse(self._decorate(_completion(behaviour, model)))
         seen.status, seen.outcome = 200, "stream"
         return StreamingResponse(
-            self._stream(behaviour, model, bool(body.get("stream_options")), seen, request.scope),
+            self._watched(
+                self._stream(behaviour, model, bool(body.get("stream_options")), seen), seen
+            ),
             media_type="text/event-stream",
         )
 
-    async def _stream(
-        self, spec: Stream, model: str, include_usage: bool, seen: Seen, scope: Scope
-    ) -> Any:
+    async def _watched(self, parts: AsyncIterator[bytes], seen: Seen) -> AsyncIterator[bytes]:
+        """A stream body that notes in the log when the client hung up on it."""
         try:
-            async for part in self._chunks(spec, model, include_usage, seen, scope):
+            async for part in parts:
                 yield part
         except BaseException:  # the client went away mid-body: the stream task is cancelled
             if seen.outcome == "stream":
@@ -231,9 +233,7 @@ class OpenAIFake:
         finally:
             seen.ended = seen.ended or time.monotonic()
 
-    async def _chunks(
-        self, spec: Stream, model: str, include_usage: bool, seen: Seen, scope: Scope
-    ) -> Any:
+    async def _stream(self, spec: Stream, model: str, include_usage: bool, seen: Seen) -> Any:
         answered = spec.model or model
         base = {
             "id": "chatcmpl-fake",
@@ -254,8 +254,8 @@ class OpenAIFake:
             if spec.cut_after is not None and i >= spec.cut_after:
                 seen.ended, seen.outcome = time.monotonic(), "cut"
                 return
-            if spec.reset_after is not None and i >= spec.reset_after:
-                await _reset(scope, seen)
+            if spec.reset_after is not None and i >= spec.reset_after and seen.request:
+                await _reset(seen.request.scope, seen)
                 return
             if i and spec.between:
                 await asyncio.sleep(spec.between)
