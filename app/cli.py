@@ -1,4 +1,4 @@
-"""`llm-router`: serve, validate, --version."""
+"""`llm-router`: serve, validate, explain, --version."""
 
 from __future__ import annotations
 
@@ -89,6 +89,61 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"llm-router explain: {what} takes key=value, got '{item}'")
+        pairs[key] = value
+    return pairs
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from pydantic import ValidationError
+
+    from app.chat import ChatRequest, Message
+    from app.explain import explain, render
+    from app.gateway import Gateway
+
+    try:
+        config, _ = _load(args.config)
+        gateway = Gateway.build(config)
+    except ConfigError as error:
+        _print_problems(error, args.config or os.environ.get(CONFIG_ENV) or "config")
+        return 1
+    try:
+        request = ChatRequest(
+            route=args.route,
+            messages=[Message(role="user", content=" ".join(args.text))],
+            user=args.user,
+            metadata=_pairs(args.meta, "--meta"),
+            max_cost_usd=args.max_cost,
+            max_tokens=args.max_tokens,
+        )
+    except ValidationError as error:
+        print(f"llm-router explain: {error.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+
+    async def run() -> Any:
+        try:
+            return await explain(gateway, request, _pairs(args.header, "--header"))
+        finally:
+            await gateway.aclose()
+
+    result = asyncio.run(run())
+    print(json.dumps(result.as_dict(), indent=2) if args.json else render(result))
+    return 1 if result.error else 0
+
+
+# SIGTERM drains in-flight requests first (app/lifecycle.py, up to server.drain_timeout_s);
+# what the server then waits for connections is only what outlived that deadline.
+_AFTER_DRAIN_S = 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -96,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config, said = _load(args.config)
-        app = create_app(config)
+        app = create_app(config, reload=lambda: _load(args.config)[0])
     except ConfigError as error:
         _print_problems(error, args.config or os.environ.get(CONFIG_ENV) or "config")
         return 1
@@ -113,9 +168,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            timeout_graceful_shutdown=_AFTER_DRAIN_S,
         )
     else:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=_AFTER_DRAIN_S,
+        )
     return 0
 
 
@@ -124,7 +186,7 @@ def app_from_env() -> Any:
     from app.factory import create_app
 
     config, _ = _load(None)
-    return create_app(config)
+    return create_app(config, reload=lambda: _load(None)[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a config file without serving it")
     validate.add_argument("path")
     validate.set_defaults(func=cmd_validate)
+
+    explain = commands.add_parser(
+        "explain", help="show the path a request would take, and why, calling no final target"
+    )
+    explain.add_argument("--config", help=f"router.yaml (default: ${CONFIG_ENV}, as for serve)")
+    explain.add_argument("--route", default="default")
+    explain.add_argument("--user", help="the request's user (sticky A/B assignment, match)")
+    explain.add_argument(
+        "--meta", action="append", default=[], metavar="K=V", help="a metadata entry"
+    )
+    explain.add_argument(
+        "--header", action="append", default=[], metavar="K=V", help="a request header"
+    )
+    explain.add_argument("--max-cost", type=float, metavar="USD", help="max_cost_usd")
+    explain.add_argument("--max-tokens", type=int)
+    explain.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    explain.add_argument("text", nargs="+", help="the user message")
+    explain.set_defaults(func=cmd_explain)
     return parser
 
 

@@ -71,19 +71,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CallerKeyConfig(_Strict):
+    """A named caller key with its own limits (`server.keys`); unset limits do not apply."""
+
+    key: SecretStr  # an empty key (e.g. an unset ${VAR:-}) disables the entry
+    name: str = Field(min_length=1)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute
+    budget_usd_per_day: float | None = Field(default=None, gt=0)  # UTC days
+
+
 class ServerConfig(_Strict):
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty strings ignored
+    keys: list[CallerKeyConfig] = Field(default_factory=list)
     admin_key: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     request_timeout_s: float = Field(default=300.0, gt=0)  # overall deadline per request
+    drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: in-flight requests finish
 
     def caller_keys(self) -> list[str]:
-        return [k.get_secret_value() for k in self.api_keys if k.get_secret_value()]
+        keys = [k.get_secret_value() for k in self.api_keys]
+        keys += [entry.key.get_secret_value() for entry in self.keys]
+        return [k for k in keys if k]
 
 
 class StateConfig(_Strict):
     backend: Literal["memory", "redis"] = "memory"
     url: str = "redis://localhost:6379/0"
+    prefix: str = "llm-router:"  # every key this gateway writes starts with it
+    timeout_s: float = Field(default=0.25, gt=0)  # Redis connect and socket timeouts
+    retry_s: float = Field(default=5.0, gt=0)  # after Redis failed: local memory this long
 
 
 class TracingConfig(_Strict):
@@ -351,7 +368,7 @@ def _known_fields(loc: Loc, data: dict[str, Any]) -> list[str]:
 
 
 def _cross_check(config: RouterConfig) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = _check_keys(config)
     for alias, model in config.models.items():
         if model.provider not in config.providers:
             problems.append(
@@ -373,4 +390,22 @@ def _cross_check(config: RouterConfig) -> list[Problem]:
             )
         if "/" in name:
             problems.append(config.problem(("routes", name), "a route name may not contain '/'"))
+    return problems
+
+
+def _check_keys(config: RouterConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    server = config.server
+    seen: set[str] = set()
+    for i, entry in enumerate(server.keys):
+        if entry.name in seen:
+            problems.append(
+                config.problem(("server", "keys", i, "name"), f"'{entry.name}' is named twice")
+            )
+        seen.add(entry.name)
+    admin = server.admin_key.get_secret_value() if server.admin_key else ""
+    if admin and admin in server.caller_keys():
+        problems.append(
+            config.problem(("server", "admin_key"), "the admin key must differ from caller keys")
+        )
     return problems

@@ -22,6 +22,7 @@ class ErrorKind(StrEnum):
     CONTEXT_LENGTH = "context_length_exceeded"
     CONTENT_FILTERED = "content_filtered"
     NOT_FOUND = "not_found"  # the provider does not know the model
+    BUDGET_EXCEEDED = "budget_exceeded"  # the request's max_cost_usd rules the target out
 
     @property
     def retryable(self) -> bool:
@@ -69,6 +70,10 @@ class InvalidRequest(RouterError):
 
 class AuthenticationFailed(RouterError):
     type, status = "authentication", 401
+
+
+class Forbidden(RouterError):
+    type, status = "authentication", 403
 
 
 class BudgetExceeded(RouterError):

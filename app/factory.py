@@ -4,26 +4,47 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from app import __version__
-from app.config import RouterConfig
+from app.config import RouterConfig, load_config
 from app.gateway import Gateway
+from app.lifecycle import InFlight, Lifecycle, signal_handlers
 from app.limits import BodyLimit
-from routers import chat, errors, health, openai_compat
+from app.reload import Loader, Reloader
+from app.tracing import Tracing
+from app.tracing_http import RequestSpans
+from routers import admin, chat, errors, health, openai_compat
 
 
-def create_app(config: RouterConfig) -> FastAPI:
-    """Build the gateway (raising ConfigError on a bad config) and the app that serves it."""
-    gateway = Gateway.build(config)
+def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
+    """Build the gateway (raising ConfigError on a bad config) and the app that serves it.
+
+    `reload` re-reads the config for SIGHUP and `POST /admin/reload`; by default the file the
+    config came from, if it came from one."""
+    # Tracing first: the SDK instrumentors only see clients constructed after them.
+    tracing = Tracing.start(config.tracing, config.providers)
+    try:
+        gateway = Gateway.build(config, tracing.route_tracer)
+    except BaseException:
+        tracing.shutdown(timeout_s=0)
+        raise
+    if reload is None and config.source and Path(config.source).is_file():
+        source = config.source
+        reload = lambda: load_config(source)  # noqa: E731
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reloader: Reloader = app.state.reloader
         try:
-            yield
+            with signal_handlers(app.state, reloader.on_signal):
+                yield
         finally:
+            await reloader.aclose()
             await app.state.gateway.aclose()
+            tracing.shutdown()
 
     # strict_content_type off: a JSON body is read as JSON whatever Content-Type the caller sent
     # (curl -d, for one, sends a form type), as the providers' own APIs do.
@@ -32,9 +53,16 @@ def create_app(config: RouterConfig) -> FastAPI:
     )
     app.state.gateway = gateway
     app.state.draining = False
+    app.state.tracing = tracing
+    app.state.inflight = InFlight()
+    app.state.reloader = Reloader(app.state, reload)
     app.add_middleware(BodyLimit, limit=lambda: app.state.gateway.config.server.max_body_bytes)
+    app.add_middleware(Lifecycle, state=app.state)  # refuses while draining
+    # Added last, so outermost: even a refused body or a draining refusal gets its span.
+    app.add_middleware(RequestSpans, tracer=lambda: app.state.gateway.tracer)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
+    app.include_router(admin.router)
     return app

@@ -11,10 +11,14 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from app.breaker import BreakerStore
+from app.bulkhead import Bulkhead
+from app.callers import Callers
 from app.chat import ChatRequest
 from app.config import ConfigError, Problem, RouterConfig
+from app.hops import TracedRoute
 from app.routing import Call, Node
+from app.spans import RouteTracer
+from app.state import StateStore, open_store
 from app.tree import TreeCompiler
 from providers import Provider, provider_class
 
@@ -26,20 +30,31 @@ class Gateway:
         providers: dict[str, Provider],
         routes: dict[str, Node],
         compiler: TreeCompiler,
+        tracer: RouteTracer | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.config = config
         self.providers = providers
         self.routes = routes
         self._compiler = compiler
-        self.breakers = compiler.breakers
         self.env = os.environ.get("ENVIRONMENT", "development")
+        self.tracer = tracer  # None: calls are not traced
+        self.callers = Callers(config.server)
+        self.state: StateStore = state or compiler.state
+        self.owns_state = True  # closed with the gateway; a reload hands a kept store over
 
     @classmethod
-    def build(cls, config: RouterConfig, breakers: BreakerStore | None = None) -> Gateway:
+    def build(
+        cls,
+        config: RouterConfig,
+        tracer: RouteTracer | None = None,
+        state: StateStore | None = None,
+    ) -> Gateway:
         """Construct every provider and compile every route; ConfigError lists all problems.
 
-        `breakers`: the circuit breakers to keep (a reload passes the old gateway's), else new.
-        """
+        Tracing (with its SDK instrumentors) must be in place before this: see app/tracing.py.
+        `state` is the store for limits, budgets and breakers (a reload keeps the old one when
+        `state:` did not change); by default one is opened from `config.state`."""
         providers: dict[str, Provider] = {}
         problems: list[Problem] = []
         for name, provider_config in config.providers.items():
@@ -54,16 +69,21 @@ class Gateway:
                 )
         if problems:
             raise ConfigError(problems)
-        compiler = TreeCompiler(config, providers, breakers)
+        for name, provider in providers.items():
+            limit = config.providers[name].max_concurrency
+            if limit is not None:
+                providers[name] = Bulkhead(provider, limit, config.providers[name].queue_timeout_s)
+        state = state if state is not None else open_store(config.state)
+        compiler = TreeCompiler(config, providers, state)
         routes = compiler.compile()
-        return cls(config, providers, routes, compiler)
+        return cls(config, providers, routes, compiler, tracer, state)
 
     def node_for(self, name: str) -> Node | None:
         """A route by name, else a model alias or `provider/model-id` as a single target."""
-        node = self.routes.get(name)
-        if node is not None:
+        node = self.routes.get(name) or self._compiler.resolve_target(name)
+        if node is None or self.tracer is None:
             return node
-        return self._compiler.resolve_target(name)
+        return TracedRoute(name, node)
 
     def names(self) -> list[tuple[str, str]]:
         """(name, kind) of everything a caller may name: routes, then model aliases."""
@@ -71,8 +91,12 @@ class Gateway:
 
     def new_call(self, request: ChatRequest, headers: Mapping[str, str] | None = None) -> Call:
         deadline = time.monotonic() + self.config.server.request_timeout_s
-        return Call(request, headers=headers, env=self.env, deadline=deadline)
+        call = Call(request, headers=headers, env=self.env, deadline=deadline)
+        call.tracer = self.tracer
+        return call
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
+        if self.owns_state:
+            await self.state.aclose()

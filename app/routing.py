@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.attempts import attempt_span
 from app.chat import (
     AssistantMessage,
     ChatRequest,
@@ -25,10 +26,14 @@ from app.chat import (
     Usage,
 )
 from app.errors import ErrorKind, ProviderError
-from providers.base import ModelConfig, Provider
+from app.spans import RouteTracer
+from providers.base import ModelConfig, Provider, estimate_input_tokens
 from providers.prices import list_price
 
 log = logging.getLogger("llm_router")
+
+# Output tokens a budget estimate assumes when neither the request nor the alias sets max_tokens.
+ASSUMED_OUTPUT_TOKENS = 256
 
 # ---- what a request collects on its way through the tree --------------------------------
 
@@ -122,6 +127,9 @@ class Call:
         self.serving: Target | None = None  # the target whose answer the caller is getting
         self.output_started = False  # a delta has reached the caller: no more failover
         self.stream_limits = StreamLimits()
+        self._input_tokens: int | None = None  # estimated once, for budgets
+        self.tracer: RouteTracer | None = None  # set by the gateway: the call's hops become spans
+        self.trace_id: str | None = None  # set when the route's span starts
 
     @property
     def dry_run(self) -> bool:
@@ -134,6 +142,24 @@ class Call:
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
+
+    # -- the per-request budget (`max_cost_usd`) ---------------------------------------------
+
+    def estimated_cost_usd(self, target: Target) -> float:
+        """What `target` would cost for this request: input estimated from the messages, output
+        from max_tokens (the request's, else the alias's, else ASSUMED_OUTPUT_TOKENS)."""
+        if self._input_tokens is None:
+            self._input_tokens = estimate_input_tokens(self.request.messages, self.request.tools)
+        output = self.request.max_tokens or target.model.max_tokens or ASSUMED_OUTPUT_TOKENS
+        return target.model.cost_usd(self._input_tokens, output)
+
+    def within_budget(self, node: Node) -> bool:
+        """True without a budget; for a target, whether its estimate fits; for a policy node,
+        whether at least one target below it fits."""
+        budget = self.request.max_cost_usd
+        if budget is None:
+            return True
+        return any(self.estimated_cost_usd(t) <= budget for t in node.targets())
 
 
 # ---- the node interface ----------------------------------------------------------------
@@ -294,11 +320,34 @@ class Target(Node):
         call.attempts.append(attempt)
         return attempt
 
+    def _check_budget(self, call: Call) -> None:
+        """Refuse before calling when the estimate exceeds the request's budget; a policy that
+        chooses among targets moves on, and when none fits the caller gets 402."""
+        if call.within_budget(self):
+            return
+        estimate = call.estimated_cost_usd(self)
+        budget = call.request.max_cost_usd
+        call.decide(
+            "budget",
+            self.path,
+            "over_budget",
+            target=self.name,
+            estimated_cost_usd=round(estimate, 8),
+            max_cost_usd=budget,
+        )
+        raise ProviderError(
+            ErrorKind.BUDGET_EXCEEDED,
+            f"'{self.name}' would cost about ${estimate:.6f}, over the budget of ${budget:g}",
+            provider=self.provider.name,
+            model=self.model.model,
+        )
+
     def _answered(self, call: Call, model: str, usage: Usage) -> None:
         call.serving = self
         call.answer = Answer(self, model or self.model.model, usage, self.cost_usd(usage, model))
 
     async def complete(self, call: Call) -> Completion:
+        self._check_budget(call)
         if call.dry_run:
             self._answered(call, self.model.model, Usage())
             return Completion(message=AssistantMessage(), usage=Usage(), model=self.model.model)
@@ -306,7 +355,8 @@ class Target(Node):
         try:
             timeout, bound = self._limit(call, self.model.timeout_s)
             async with asyncio.timeout(timeout):
-                completion = await self.provider.complete(self.model, call.request)
+                upstream = self.provider.complete(self.model, call.request)
+                completion = await attempt_span(call, self).run(upstream, timeout)
         except TimeoutError:
             error = ProviderError(
                 ErrorKind.TIMEOUT,
@@ -329,9 +379,12 @@ class Target(Node):
         return completion
 
     async def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
+        self._check_budget(call)
         started = time.perf_counter()
         first_token_s, idle_s = self._stream_limits(call)
         events = self.provider.stream(self.model, call.request)
+        # The span tells a timeout from a caller who left by how long the wait lasted.
+        events = attempt_span(call, self).events(events, min(first_token_s, idle_s))
         attempt: Attempt | None = None  # recorded at the first event, completed at the end
         try:
             while True:

@@ -7,13 +7,15 @@ refused. Problems are collected, not raised one at a time, so `llm-router valida
 
 from __future__ import annotations
 
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from app.breaker import BreakerStore, MemoryBreakerStore
 from app.config import ConfigError, Loc, Problem, RouterConfig, dotted, suggest
+from app.hops import traced_policy
 from app.routing import Node, RouteRef, Target
+from app.state import MemoryStore, StateStore
 from policies import POLICIES
 from policies.base import NodeSpec
 from providers import ModelConfig, Provider
@@ -42,11 +44,11 @@ class TreeCompiler:
         self,
         config: RouterConfig,
         providers: dict[str, Provider],
-        breakers: BreakerStore | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.config = config
         self.providers = providers
-        self.breakers = breakers if breakers is not None else MemoryBreakerStore()
+        self.state: StateStore = state if state is not None else MemoryStore()
         self.problems: list[Problem] = []
         self.routes: dict[str, Node] = {}
         self._targets: dict[str, Target] = {}
@@ -162,10 +164,38 @@ class TreeCompiler:
                 message = error["msg"]
                 if error["type"] == "extra_forbidden":
                     field = str(error["loc"][-1])
-                    message = f"unknown field '{field}'{suggest(field, policy.config.model_fields)}"
+                    known = _fields_at(policy.config, error["loc"][:-1])
+                    message = f"unknown field '{field}'{suggest(field, known)}"
                 self.problem(eloc, message)
             return _Invalid(dotted(loc))
-        return policy.build(config, self, ploc)
+        return traced_policy(key, policy.build(config, self, ploc))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) model at `loc` inside `model`, for suggestions."""
+    types: list[Any] = [model]
+    for part in loc:
+        found: list[Any] = []
+        for kind in types:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                field = kind.model_fields.get(str(part))
+                found.extend(_inner(field.annotation) if field else [])
+            elif get_origin(kind) in (list, dict):  # an index or key: step into the values
+                found.extend(_inner(get_args(kind)[-1]))
+        types = found
+    return [
+        name
+        for kind in types
+        if isinstance(kind, type) and issubclass(kind, BaseModel)
+        for name in kind.model_fields
+    ]
+
+
+def _inner(annotation: Any) -> list[Any]:
+    """The alternatives of a union (Optional included), else the annotation itself."""
+    if get_origin(annotation) in (Union, UnionType):
+        return [a for arg in get_args(annotation) for a in _inner(arg)]
+    return [annotation]
 
 
 class _Invalid(Node):

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from policies import failover
+from policies import ab_split, classify, cost_threshold, failover, match
 from policies.base import Policy
 
-POLICIES: dict[str, Policy] = {policy.key: policy for policy in (failover.POLICY,)}
+POLICIES: dict[str, Policy] = {
+    policy.key: policy
+    for policy in (
+        classify.POLICY,
+        cost_threshold.POLICY,
+        ab_split.POLICY,
+        failover.POLICY,
+        match.POLICY,
+    )
+}
 
 __all__ = ["POLICIES", "Policy"]

@@ -13,8 +13,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from app.breaker import BreakerStore
 from app.routing import Node, Target
+from app.state import StateStore
 
 NodeSpec = str | dict[str, Any]
 Loc = tuple[str | int, ...]  # where in the file: ("routes", "default", "failover", "chain", 0)
@@ -29,7 +29,7 @@ class PolicyConfig(BaseModel):
 class Builder(Protocol):
     """What a policy's `build` may ask of the tree compiler."""
 
-    breakers: BreakerStore  # the circuit breakers, shared by every policy that keeps them
+    state: StateStore  # shared state for breakers and the like (app/state.py)
 
     def node(self, spec: NodeSpec, loc: Loc) -> Node:
         """Compile a child node declared at `loc`."""

@@ -16,9 +16,9 @@ What each upstream fault gets (every retry through tenacity, within `retries` pe
 A stream fails over only until its first event has reached the caller; `first_token_timeout_s`
 and `idle_timeout_s` bound the wait for the first token and the silence between chunks for
 every target below. `deadline_s` bounds the whole policy (attempts and waits) within the
-request's own deadline. With `circuit_breaker`, each target has a breaker (`app/breaker.py`,
-shared by every route that names the target): a target that keeps failing is skipped without a
-call until a probe after the cooldown finds it back.
+request's own deadline. With `circuit_breaker`, each target has a breaker (kept in the state
+store, `app/state.py`, so shared by every route that names the target and by replicas): a target
+that keeps failing is skipped without a call until a probe after the cooldown finds it back.
 
 Every attempt is recorded on the call (target, error kind, status, latency) and in the policy's
 decision, with the targets skipped and the waits between retries.
@@ -39,10 +39,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from app.breaker import BreakerConfig, BreakerStore, MemoryBreakerStore
 from app.chat import Completion, StreamEvent
 from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node, StreamLimits, Target
+from app.state import BreakerState, MemoryStore, StateStore
 from policies.base import Builder, Loc, NodeSpec, Policy, PolicyConfig
 
 T = TypeVar("T")
@@ -53,6 +53,13 @@ class Backoff(BaseModel):
 
     initial_s: float = Field(default=0.25, ge=0)
     max_s: float = Field(default=8.0, ge=0)
+
+
+class BreakerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
 
 
 class FailoverConfig(PolicyConfig):
@@ -80,22 +87,63 @@ class FailoverConfig(PolicyConfig):
         return kinds
 
 
+class Breaker:
+    """closed → open after N consecutive failures → half-open after the cooldown → closed.
+
+    Its state lives in a state store (`app/state.py`): this process's memory by default, or
+    Redis shared by replicas, so that a breaker opened through one replica is open for all and
+    only one caller, in one replica, sends the half-open probe. `state` is the last one seen.
+    """
+
+    def __init__(
+        self, config: BreakerConfig, store: StateStore | None = None, key: str = "breaker"
+    ) -> None:
+        self.config = config
+        self.store: StateStore = store if store is not None else MemoryStore()
+        self.key = key
+        self.state: BreakerState = "closed"
+
+    async def allow(self) -> bool:
+        allowed = await self.store.breaker_allow(self.key, self.config.cooldown_s)
+        if not allowed:
+            self.state = "open"
+        return allowed
+
+    async def success(self) -> None:
+        await self.store.breaker_success(self.key)
+        self.state = "closed"
+
+    async def failure(self) -> None:
+        await self.store.breaker_failure(self.key, self.config.failures, self.config.cooldown_s)
+        self.state = await self.store.breaker_state(self.key, self.config.cooldown_s)
+
+    async def release(self) -> None:
+        """A probe ended with no verdict on the target: let another caller probe."""
+        await self.store.breaker_release(self.key)
+
+
 class Failover(Node):
     def __init__(
         self,
         config: FailoverConfig,
         chain: list[Node],
         path: str,
-        breakers: BreakerStore | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self.config = config
         self.chain = chain
         self.path = path
-        # Breakers are keyed by target, so that every route naming a target shares its breaker;
-        # a child that is a subtree (a nested policy, a route) has one of its own.
-        self.breakers: BreakerStore | None = None
-        if config.circuit_breaker is not None:
-            self.breakers = breakers if breakers is not None else MemoryBreakerStore()
+        store = store if store is not None else MemoryStore()
+        # One breaker per target, whatever route names it, the same on every replica; a child
+        # that is a subtree (a nested policy, a route) has one of its own, keyed by its place.
+        self.breakers: dict[int, Breaker] = (
+            {
+                i: Breaker(config.circuit_breaker, store, f"breaker:{_guarded(child)}")
+                for i, child in enumerate(chain)
+            }
+            if config.circuit_breaker
+            else {}
+        )
 
     @property
     def label(self) -> str:
@@ -110,14 +158,8 @@ class Failover(Node):
             "path": self.path,
             "policy": "failover",
             "retries": self.config.retries,
-            "breakers": {},
+            "breakers": {self.chain[i].label: b.state for i, b in self.breakers.items()},
         }
-        if self.breakers is not None:
-            known = self.breakers.describe()
-            out["breakers"] = {
-                child.label: known.get(self._key(child), {"state": "closed", "failures": 0})
-                for child in self.chain
-            }
         out["children"] = [child.describe() for child in self.chain]
         return out
 
@@ -176,26 +218,22 @@ class Failover(Node):
 
     # -- circuit breakers ------------------------------------------------------------------
 
-    def _key(self, child: Node) -> str:
-        return child.name if isinstance(child, Target) else child.path
+    async def _allowed(self, index: int) -> bool:
+        breaker = self.breakers.get(index)
+        return breaker is None or await breaker.allow()
 
-    async def _allowed(self, child: Node) -> bool:
-        if self.breakers is None or self.config.circuit_breaker is None:
-            return True
-        return await self.breakers.allow(self._key(child), self.config.circuit_breaker)
-
-    async def _verdict(self, child: Node, error: ProviderError | None) -> None:
+    async def _verdict(self, index: int, error: ProviderError | None) -> None:
         """Tell the child's breaker how its turn went. The caller's own faults say nothing
         about the target's health."""
-        if self.breakers is None or self.config.circuit_breaker is None:
+        breaker = self.breakers.get(index)
+        if breaker is None:
             return
-        key, config = self._key(child), self.config.circuit_breaker
         if error is None:
-            await self.breakers.success(key, config)
+            await breaker.success()
         elif error.kind.client_fault or error.kind is ErrorKind.CONTEXT_LENGTH:
-            await self.breakers.release(key, config)
+            await breaker.release()
         else:
-            await self.breakers.failure(key, config)
+            await breaker.failure()
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -216,9 +254,7 @@ class Failover(Node):
             idle_s=self.config.idle_timeout_s or limits.idle_s,
         )
 
-    async def _run(
-        self, call: Call, attempt_once: Callable[[Node], Awaitable[T]]
-    ) -> tuple[Node, T]:
+    async def _run(self, call: Call, attempt_once: Callable[[Node], Awaitable[T]]) -> tuple[int, T]:
         first_attempt = len(call.attempts)
         skipped: list[dict[str, str]] = []
         waits: list[dict[str, Any]] = []
@@ -227,7 +263,7 @@ class Failover(Node):
         saved = call.deadline, call.stream_limits
         self._narrow(call)
         try:
-            for child in self.chain:
+            for index, child in enumerate(self.chain):
                 remaining = call.remaining_s()
                 if remaining is not None and remaining <= 0:
                     skipped.append({"target": child.label, "skipped": "deadline"})
@@ -236,7 +272,7 @@ class Failover(Node):
                 if self._too_small(child, too_small):
                     skipped.append({"target": child.label, "skipped": "context_window_too_small"})
                     continue
-                if not await self._allowed(child):
+                if not await self._allowed(index):
                     skipped.append({"target": child.label, "skipped": "circuit_open"})
                     continue
                 try:
@@ -245,7 +281,7 @@ class Failover(Node):
                             result = await attempt_once(child)
                 except ProviderError as error:
                     last = error
-                    await self._verdict(child, error)
+                    await self._verdict(index, error)
                     if call.output_started or error.kind.client_fault:
                         self._record(call, "failed", first_attempt, skipped, waits)
                         raise
@@ -254,9 +290,9 @@ class Failover(Node):
                         if window is not None:
                             too_small = max(window, too_small or 0)
                     continue
-                await self._verdict(child, None)
+                await self._verdict(index, None)
                 self._record(call, child.label, first_attempt, skipped, waits)
-                return child, result
+                return index, result
         finally:
             call.deadline, call.stream_limits = saved
         self._record(call, "exhausted", first_attempt, skipped, waits)
@@ -309,7 +345,7 @@ class Failover(Node):
     # -- the node interface -----------------------------------------------------------------
 
     async def complete(self, call: Call) -> Completion:
-        _child, completion = await self._run(call, lambda child: child.complete(call))
+        _index, completion = await self._run(call, lambda child: child.complete(call))
         return completion
 
     async def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
@@ -324,13 +360,13 @@ class Failover(Node):
                 raise
             return events, first
 
-        child, (events, first) = await self._run(call, open_stream)
+        index, (events, first) = await self._run(call, open_stream)
         try:
             yield first
             async for event in events:
                 yield event
         except ProviderError as error:
-            await self._verdict(child, error)  # a stall or reset mid-stream counts too
+            await self._verdict(index, error)  # a stall or reset mid-stream counts too
             raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]
@@ -340,10 +376,13 @@ def _normalize(value: Any) -> Any:
     return {"chain": value} if isinstance(value, list) else value
 
 
+def _guarded(child: Node) -> str:
+    return f"target:{child.name}" if isinstance(child, Target) else f"node:{child.path}"
+
+
 def _build(config: FailoverConfig, builder: Builder, loc: Loc) -> Node:
     chain = [builder.node(spec, (*loc, "chain", i)) for i, spec in enumerate(config.chain)]
-    breakers = builder.breakers if config.circuit_breaker else None
-    return Failover(config, chain, ".".join(map(str, loc)), breakers)
+    return Failover(config, chain, ".".join(map(str, loc)), builder.state)
 
 
 POLICY = Policy(key="failover", config=FailoverConfig, build=_build, normalize=_normalize)

@@ -27,6 +27,9 @@ class ProviderConfig(BaseModel):
 
     type: str
     instrumentation: Instrumentation = "openinference"
+    # A bulkhead: at most this many calls at once (streams included); others queue.
+    max_concurrency: int | None = Field(default=None, ge=1)
+    queue_timeout_s: float = Field(default=5.0, ge=0)  # queued longer: rate_limited
 
 
 class ModelConfig(BaseModel):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import re
 import threading
@@ -255,7 +256,11 @@ class BedrockProvider(Provider):
         params, notes = self._params(model, request)
         timeout = model.timeout_s
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._pool, self._converse, timeout, params)
+        # The worker runs in a copy of this context, so that an instrumentor's span for the boto3
+        # call nests under the current (attempt) span instead of starting a trace of its own.
+        job = loop.run_in_executor(
+            self._pool, contextvars.copy_context().run, self._converse, timeout, params
+        )
         try:
             response = await asyncio.wait_for(job, timeout)
         except TimeoutError:
@@ -314,7 +319,9 @@ class BedrockProvider(Provider):
             except RuntimeError:  # the loop is gone: nobody is listening
                 handle.cancelled.set()
 
-        job = loop.run_in_executor(self._pool, self._pump, timeout, params, handle, put)
+        job = loop.run_in_executor(
+            self._pool, contextvars.copy_context().run, self._pump, timeout, params, handle, put
+        )
         job.add_done_callback(_swallow)
         self._streams.add(handle)
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from app import quota
 from app.chat import Completion, StreamEvent
 from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node
@@ -49,22 +50,40 @@ def decisions_of(call: Call) -> list[dict[str, Any]]:
 
 
 async def complete(node: Node, call: Call) -> Completion:
+    lease = await quota.admit(node, call)  # the caller's rate limits and budget: 429/402
     try:
         return await node.complete(call)
     except ProviderError as error:
         raise upstream_failure(error, call) from None
+    finally:
+        await lease.settle(call)
 
 
 async def open_stream(node: Node, call: Call) -> tuple[StreamEvent, AsyncIterator[StreamEvent]]:
     """Start the stream and wait for its first event, so that a failure before any output is
     an ordinary HTTP error (with its status) rather than a stream that errors at once."""
+    lease = await quota.admit(node, call)  # the caller's rate limits and budget: 429/402
     events = node.stream(call)
     try:
         first = await anext(events)
     except ProviderError as error:
         await events.aclose()  # type: ignore[attr-defined]
+        await lease.settle(call)
         raise upstream_failure(error, call) from None
     except StopAsyncIteration:
+        await lease.settle(call)
         empty = ProviderError(ErrorKind.SERVER_ERROR, "the stream ended before any event")
         raise upstream_failure(empty, call) from None
-    return first, events
+    return first, _settled(events, lease, call)
+
+
+async def _settled(
+    events: AsyncIterator[StreamEvent], lease: quota.Lease, call: Call
+) -> AsyncIterator[StreamEvent]:
+    """The stream, settling the caller's reservation when it ends or is closed."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        await lease.settle(call)

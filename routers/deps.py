@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app import quota
 from app.config import suggest
-from app.errors import AuthenticationFailed, NotFound
+from app.errors import AuthenticationFailed, Forbidden, NotFound
 from app.gateway import Gateway
+from app.lifecycle import pinned_gateway
 from app.routing import Node
 
 
 def get_gateway(request: Request) -> Gateway:
-    # Read once per request: a reload swaps app.state.gateway, in-flight calls keep theirs.
-    return request.app.state.gateway
+    # Read once per request: a reload swaps app.state.gateway, in-flight calls keep theirs
+    # (the one the lifecycle middleware pinned when the request arrived, which it counts).
+    return pinned_gateway(request.scope) or request.app.state.gateway
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
@@ -32,21 +34,38 @@ def caller_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def authenticate(request: Request) -> None:
-    """Refuse callers without a configured key; no-op when `server.api_keys` is empty."""
-    keys = get_gateway(request).config.server.caller_keys()
-    if not keys:
+async def authenticate(request: Request) -> None:
+    """Refuse callers without a configured key (none configured: no caller auth), and bind
+    the caller's rate limits and budget to the request (`app/quota.py`)."""
+    gateway = get_gateway(request)
+    callers = gateway.callers
+    if not callers.required:
         return
     given = caller_key(request)
     if given is None:
         raise AuthenticationFailed("an API key is required", code="missing_api_key")
-    supplied = given.encode()
-    # Compare with every key, in constant time, so timing says nothing about which matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied, key.encode())
-    if not matched:
+    caller = callers.identify(given)  # constant time, whichever key matched
+    if caller is None:
         raise AuthenticationFailed("the API key is not valid", code="invalid_api_key")
+    quota.bind(caller, gateway.state)
+
+
+def require_admin(request: Request) -> None:
+    """Admin endpoints take the admin key (`server.admin_key`) and refuse callers' keys. With
+    no admin key configured they are open only while caller auth is off too (local use)."""
+    callers = get_gateway(request).callers
+    given = caller_key(request)
+    if callers.admin_configured:
+        if given is None:
+            raise AuthenticationFailed("the admin key is required", code="missing_api_key")
+        if not callers.is_admin(given):
+            raise AuthenticationFailed("the admin key is not valid", code="invalid_admin_key")
+        return
+    if callers.required:
+        raise Forbidden(
+            "admin endpoints are disabled: callers need keys and no server.admin_key is set",
+            code="admin_key_not_configured",
+        )
 
 
 def resolve_node(gateway: Gateway, name: str) -> Node:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
+    BudgetExceeded,
     ErrorKind,
     InternalError,
     InvalidRequest,
@@ -36,6 +37,13 @@ def upstream_failure(error: ProviderError, call: Call) -> RouterError:
     attempts = [a.as_dict() for a in call.attempts]
     details: dict[str, Any] = {"attempts": attempts}
     kind = error.kind
+    if kind is ErrorKind.BUDGET_EXCEEDED and not call.attempts:
+        # Nothing was tried because nothing fitted; after real failures the 502 below says more.
+        details["max_cost_usd"] = call.request.max_cost_usd
+        details["skipped"] = [d.detail for d in call.decisions if d.outcome == "over_budget"]
+        return BudgetExceeded(
+            "no target fits the request's max_cost_usd", code=kind.value, details=details
+        )
     if kind.client_fault or kind is ErrorKind.CONTEXT_LENGTH:
         return InvalidRequest(error.message, code=kind.value, details=details)
     if kind is ErrorKind.RATE_LIMITED and all(a.error == "rate_limited" for a in call.attempts):

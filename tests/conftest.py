@@ -14,6 +14,9 @@ from app.config import parse_config
 from app.factory import create_app
 from tests.fakes.openai_fake import OpenAIFake
 from tests.fakes.server import serve_app
+from tests.tracing_helpers import collector, traced  # noqa: F401  (fixtures)
+
+pytest_plugins = ["tests.procs"]  # gateway processes and a shared Redis
 
 
 @pytest.fixture

@@ -1,38 +1,53 @@
 """The circuit breaker's state machine, driven by hypothesis through every order of events.
 
-The clock is the test's: time moves only when a rule says so, so cooldowns are exact.
+It runs against the state store the failover policy uses (`app/state.py`, this process's memory)
+with the test's own clock: time moves only when a rule says so, so cooldowns are exact. The
+store's calls never wait on anything, so each is run to completion in place.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from app.breaker import Breaker, BreakerConfig, MemoryBreakerStore
+from app.state import MemoryStore
+
+T = TypeVar("T")
+KEY = "breaker:target:smart"
+
+
+def done(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that completes without suspending."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value
+    raise AssertionError("the memory store suspended")
 
 
 class BreakerMachine(RuleBasedStateMachine):
-    """The breaker against the rules as the issue states them:
-    open after N consecutive failures, one half-open probe after the cooldown, closed on success.
-    The model below keeps only what those rules talk about: the failure streak, when the
-    circuit last opened, and whether a probe is out."""
+    """The store's breaker against the rules as the issue states them: open after N consecutive
+    failures, one half-open probe after the cooldown, closed on success. The model keeps only
+    what those rules talk about: the failure streak, when it last opened, whether a probe is out.
+    """
 
     @initialize(failures=st.integers(1, 5), cooldown=st.floats(0.5, 30))
     def setup(self, failures: int, cooldown: float) -> None:
-        self.config = BreakerConfig(failures=failures, cooldown_s=cooldown)
-        self.breaker = Breaker()
+        self.threshold, self.cooldown = failures, cooldown
         self.now = 1000.0
+        self.store = MemoryStore(clock=lambda: self.now)
         self.streak = 0
         self.opened_at: float | None = None
         self.probe_since: float | None = None
 
-    def expected_phase(self) -> str:
+    def expected_state(self) -> str:
         if self.opened_at is None:
             return "closed"
-        return "open" if self.now - self.opened_at < self.config.cooldown_s else "half_open"
+        return "open" if self.now - self.opened_at < self.cooldown else "half_open"
 
     @rule(dt=st.floats(0, 40))
     def time_passes(self, dt: float) -> None:
@@ -40,55 +55,48 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @rule()
     def ask(self) -> None:
-        allowed = self.breaker.allow(self.config, self.now)
-        phase = self.expected_phase()
-        if phase == "closed":
+        allowed = done(self.store.breaker_allow(KEY, self.cooldown))
+        state = self.expected_state()
+        if state == "closed":
             assert allowed, "a closed breaker lets every call through"
-        elif phase == "open":
+        elif state == "open":
             assert not allowed, "an open breaker lets nothing through before its cooldown"
         else:
-            probe_out = (
-                self.probe_since is not None
-                and self.now - self.probe_since < self.config.cooldown_s
-            )
+            probe_out = self.probe_since is not None and self.now - self.probe_since < self.cooldown
             assert allowed == (not probe_out), "half-open: one probe at a time"
             if allowed:
                 self.probe_since = self.now
 
     @rule()
     def succeeded(self) -> None:
-        self.breaker.success()
+        done(self.store.breaker_success(KEY))
         self.streak, self.opened_at, self.probe_since = 0, None, None
-        assert self.breaker.phase(self.config, self.now) == "closed"
-        assert self.breaker.allow(self.config, self.now)
+        assert done(self.store.breaker_allow(KEY, self.cooldown))
 
     @rule()
     def failed(self) -> None:
-        was = self.expected_phase()
-        self.breaker.failure(self.config, self.now)
+        was = self.expected_state()
+        done(self.store.breaker_failure(KEY, self.threshold, self.cooldown))
         self.streak += 1
         self.probe_since = None
-        if was != "closed" or self.streak >= self.config.failures:
-            self.opened_at = self.now
-            # Re-opened (a failed probe, or the Nth failure): a full cooldown from now.
-            assert self.breaker.phase(self.config, self.now) == "open"
+        if was != "closed" or self.streak >= self.threshold:
+            self.opened_at = self.now  # (re-)opened for a full cooldown from now
 
     @precondition(lambda self: self.probe_since is not None)
     @rule()
     def probe_without_verdict(self) -> None:
-        self.breaker.release()
+        done(self.store.breaker_release(KEY))
         self.probe_since = None
 
     @invariant()
-    def phase_matches(self) -> None:
-        if hasattr(self, "config"):
-            assert self.breaker.phase(self.config, self.now) == self.expected_phase()
-            assert self.breaker.failures == self.streak
+    def state_matches(self) -> None:
+        if hasattr(self, "store"):
+            assert done(self.store.breaker_state(KEY, self.cooldown)) == self.expected_state()
 
     @invariant()
     def closed_until_the_nth_failure(self) -> None:
-        if hasattr(self, "config") and self.opened_at is None:
-            assert self.streak < self.config.failures
+        if hasattr(self, "store") and self.opened_at is None:
+            assert self.streak < self.threshold
 
 
 BreakerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40)
@@ -97,52 +105,31 @@ TestBreakerMachine = BreakerMachine.TestCase
 
 @given(failures=st.integers(1, 6), extra=st.integers(0, 3))
 def test_exactly_n_consecutive_failures_open_it(failures: int, extra: int) -> None:
-    config = BreakerConfig(failures=failures, cooldown_s=10)
-    breaker = Breaker()
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
     for _ in range(failures - 1):
-        breaker.failure(config, now=0)
-    assert breaker.phase(config, 0) == "closed"
-    breaker.success()  # a success breaks the streak
+        done(store.breaker_failure(KEY, failures, 10))
+    assert done(store.breaker_state(KEY, 10)) == "closed"
+    done(store.breaker_success(KEY))  # a success breaks the streak
     for _ in range(failures - 1):
-        breaker.failure(config, now=0)
-    assert breaker.phase(config, 0) == "closed"
+        done(store.breaker_failure(KEY, failures, 10))
+    assert done(store.breaker_state(KEY, 10)) == "closed"
     for _ in range(1 + extra):
-        breaker.failure(config, now=0)
-    assert breaker.phase(config, 0) == "open"
-    assert breaker.phase(config, 9.99) == "open"
-    assert breaker.phase(config, 10) == "half_open"
+        done(store.breaker_failure(KEY, failures, 10))
+    assert done(store.breaker_state(KEY, 10)) == "open"
+    now[0] = 9.99
+    assert done(store.breaker_state(KEY, 10)) == "open"
+    now[0] = 10
+    assert done(store.breaker_state(KEY, 10)) == "half_open"
 
 
 def test_a_probe_that_never_reports_is_given_up_after_a_cooldown() -> None:
-    config = BreakerConfig(failures=1, cooldown_s=5)
-    breaker = Breaker()
-    breaker.failure(config, now=0)
-    assert breaker.allow(config, 5)  # the probe
-    assert not breaker.allow(config, 9)  # it is still out
-    assert breaker.allow(config, 10)  # it never came back: another may try
-
-
-def test_memory_store_keeps_one_breaker_per_key_and_describes_them() -> None:
     now = [0.0]
-    store = MemoryBreakerStore(clock=lambda: now[0])
-    config = BreakerConfig(failures=2, cooldown_s=3)
-
-    async def scenario() -> None:
-        await store.failure("smart", config)
-        await store.failure("smart", config)
-        await store.failure("cheap", config)
-        assert not await store.allow("smart", config)
-        assert await store.allow("cheap", config)
-        assert store.describe() == {
-            "smart": {"state": "open", "failures": 2, "retry_in_s": 3.0},
-            "cheap": {"state": "closed", "failures": 1},
-        }
-        now[0] = 3.0
-        assert await store.allow("smart", config)  # the probe
-        assert not await store.allow("smart", config)
-        await store.release("smart", config)  # the probe ended with the caller's own fault
-        assert await store.allow("smart", config)
-        await store.success("smart", config)
-        assert store.describe()["smart"] == {"state": "closed", "failures": 0}
-
-    asyncio.run(scenario())
+    store = MemoryStore(clock=lambda: now[0])
+    done(store.breaker_failure(KEY, 1, 5))
+    now[0] = 5
+    assert done(store.breaker_allow(KEY, 5))  # the probe
+    now[0] = 9
+    assert not done(store.breaker_allow(KEY, 5))  # it is still out
+    now[0] = 10
+    assert done(store.breaker_allow(KEY, 5))  # it never came back: another may try

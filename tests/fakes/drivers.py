@@ -20,6 +20,9 @@ from tests.fakes.azure_openai_fake import AzureOpenAIFake
 from tests.fakes.local_server_fake import LocalServerFake
 from tests.fakes.server import serve_app
 
+# What an upstream can answer; budget_exceeded is the gateway's own refusal, never a provider's.
+UPSTREAM_ERRORS = frozenset(ErrorKind) - {ErrorKind.BUDGET_EXCEEDED}
+
 RETRY_AFTER_S = 7  # what every scripted 429 asks the caller to wait
 
 
@@ -203,7 +206,7 @@ class OpenAIDriver(_OpenAIFamily):
     type, name, model = "openai", "gpt", "gpt-4o-mini"
     price = (0.15, 0.60)
     key = "sk-openai-test-secret"
-    errors = frozenset(ErrorKind)
+    errors = UPSTREAM_ERRORS
 
     def __init__(self) -> None:
         self._fake = openai_fake.OpenAIFake("openai")
@@ -221,7 +224,7 @@ class AzureDriver(_OpenAIFamily):
     price = (2.50, 10.00)
     key = "azure-test-secret-key"
     content_filter_code = "content_filter"
-    errors = frozenset(ErrorKind)
+    errors = UPSTREAM_ERRORS
 
     def __init__(self, api_version: str = "2024-10-21") -> None:
         self.api_version = api_version
@@ -267,7 +270,7 @@ class AnthropicDriver(Driver):
     price = (2.00, 10.00)
     key = "sk-ant-test-secret-0123"
     filtered_finish = "refusal"
-    errors = frozenset(ErrorKind) - {ErrorKind.CONTENT_FILTERED}  # a refusal is a finish
+    errors = UPSTREAM_ERRORS - {ErrorKind.CONTENT_FILTERED}  # a refusal is a finish
 
     def __init__(self) -> None:
         self._fake = anthropic_fake.AnthropicFake(api_key=self.key)
@@ -335,7 +338,7 @@ class GeminiDriver(Driver):
     price = (0.30, 2.50)
     key = "gemini-test-secret-key"
     filtered_finish = "SAFETY"
-    errors = frozenset(ErrorKind)  # a blocked prompt is an error: promptFeedback.blockReason
+    errors = UPSTREAM_ERRORS  # a blocked prompt is an error: promptFeedback.blockReason
 
     def __init__(self) -> None:
         self._fake = gemini_fake.GeminiFake()
@@ -424,7 +427,7 @@ class BedrockDriver(Driver):
     key = "bedrock-test-secret-access-key"
     access_key_id = "AKIAFAKEROUTERTEST01"
     filtered_finish = "guardrail_intervened"
-    errors = frozenset(ErrorKind) - {ErrorKind.CONTENT_FILTERED}  # a guardrail is a finish
+    errors = UPSTREAM_ERRORS - {ErrorKind.CONTENT_FILTERED}  # a guardrail is a finish
 
     def __init__(self) -> None:
         self._fake = bedrock_fake.BedrockFake()

@@ -1,0 +1,100 @@
+"""The span schema and the mechanics shared by the hop spans (app/hops.py, app/attempts.py).
+
+The attribute names form the schema documented in docs/tracing.md.
+
+Streams: a span is the current span only while its node is being advanced (`advance`), never
+across a `yield`, so that contexts are attached and detached in the same step, whichever task
+closes the stream. A stream's spans end when it ends, fails, or is closed early (the caller went
+away): each wrapper ends its span in a `finally` that runs on `aclose()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
+from app.errors import ProviderError
+from app.honeyhive import EVENT_TYPE
+
+T = TypeVar("T")
+
+# ---- the schema (docs/tracing.md) --------------------------------------------------------------
+
+SPAN_KIND = "openinference.span.kind"  # CHAIN for our steps, LLM for an uninstrumented call
+ROUTE = "router.route"
+POLICY = "router.policy"
+PATH = "router.path"
+OUTCOME = "router.outcome"
+CANDIDATES = "router.candidates"
+CANCELLED = "router.cancelled"
+ERROR = "router.error"
+DECISION = "routing.decision"
+MODEL = "routing.model"
+REASON = "routing.reason"
+HOPS = "routing.hops"
+HOP = "routing.hop"
+TARGETS = "routing.candidates"
+TARGET = "router.target"
+PROVIDER = "provider.name"
+PROVIDER_TYPE = "provider.type"
+PROVIDER_MODEL = "provider.model"
+ATTEMPT = "attempt.number"
+SUCCESS = "provider.success"
+PROVIDER_ERROR = "provider.error"
+PROVIDER_STATUS = "provider.status_code"
+COST = "cost.estimated_usd"
+INPUT_TOKENS = "router.usage.input_tokens"
+OUTPUT_TOKENS = "router.usage.output_tokens"
+
+CHAIN = {SPAN_KIND: "CHAIN", EVENT_TYPE: "chain"}
+
+
+class RouteTracer:
+    """What a call needs to trace its hops: the tracer, and which provider types an
+    instrumentor covers (an uncovered call is described on its attempt span instead)."""
+
+    def __init__(self, tracer: Tracer, instrumented_types: frozenset[str]) -> None:
+        self.tracer = tracer
+        self.instrumented_types = instrumented_types
+
+
+# ---- shared mechanics ------------------------------------------------------------------------
+
+
+@contextmanager
+def current(span: Span) -> Iterator[None]:
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+async def advance(span: Span, events: AsyncIterator[T]) -> T:
+    with current(span):
+        return await anext(events)
+
+
+def scalar(value: Any) -> bool:
+    return isinstance(value, str | bool | int | float)
+
+
+def ended(span: Span, exc: BaseException | None) -> None:
+    """Status and error attributes for how a node's work ended."""
+    if exc is None:
+        return
+    if isinstance(exc, ProviderError):
+        span.set_attribute(ERROR, exc.kind.value)
+        span.set_status(Status(StatusCode.ERROR, f"{exc.kind.value}: {exc.message}"))
+    elif isinstance(exc, GeneratorExit | asyncio.CancelledError):
+        span.set_attribute(CANCELLED, True)
+        span.set_status(Status(StatusCode.ERROR, "cancelled: closed before its end"))
+    else:
+        span.set_attribute(ERROR, type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
