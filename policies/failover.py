@@ -47,6 +47,9 @@ from policies.base import Builder, Loc, NodeSpec, Policy, PolicyConfig
 
 T = TypeVar("T")
 
+# Failures that say nothing about a target's health: its breaker is neither opened nor closed.
+_NOT_THE_TARGETS_FAULT = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.BUDGET_EXCEEDED})
+
 
 class Backoff(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -163,6 +166,13 @@ class Failover(Node):
         out["children"] = [child.describe() for child in self.chain]
         return out
 
+    def span_attributes(self, decision: Any) -> dict[str, Any]:
+        """What this node's span carries besides its decision (see app/hops.py)."""
+        return {
+            "resilience.max_retries": self.config.retries,
+            "resilience.chain_length": len(self.chain),
+        }
+
     # -- retry machinery -------------------------------------------------------------------
 
     def _should_retry(self, call: Call) -> Callable[[BaseException], bool]:
@@ -230,7 +240,7 @@ class Failover(Node):
             return
         if error is None:
             await breaker.success()
-        elif error.kind.client_fault or error.kind is ErrorKind.CONTEXT_LENGTH:
+        elif error.kind.client_fault or error.kind in _NOT_THE_TARGETS_FAULT:
             await breaker.release()
         else:
             await breaker.failure()
