@@ -148,7 +148,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.factory import create_app
+    from app.metrics import prepare_multiprocess
 
+    prepare_multiprocess(args.workers)  # before any metric exists: every worker's in one scrape
     try:
         config, said = _load(args.config)
         app = create_app(config, reload=lambda: _load(args.config)[0])
@@ -169,6 +171,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level=args.log_level,
             timeout_graceful_shutdown=_AFTER_DRAIN_S,
+            # A worker imports every provider SDK before it can answer uvicorn's health ping;
+            # the default 5 s kills it on a slow disk before it ever serves.
+            timeout_worker_healthcheck=60,
         )
     else:
         uvicorn.run(

@@ -111,6 +111,7 @@ class TracingConfig(_Strict):
     project: str = "llm-router"
     source: str = "development"
     capture_content: bool = True
+    max_queue: int = Field(default=4096, ge=1)  # spans held for export; beyond it, dropped
 
 
 NodeSpec = str | dict[str, Any]

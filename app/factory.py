@@ -14,9 +14,10 @@ from app.gateway import Gateway
 from app.lifecycle import InFlight, Lifecycle, signal_handlers
 from app.limits import BodyLimit
 from app.reload import Loader, Reloader
+from app.telemetry import RecordRequests, Telemetry
 from app.tracing import Tracing
 from app.tracing_http import RequestSpans
-from routers import admin, chat, errors, health, openai_compat
+from routers import admin, anthropic_compat, chat, errors, health, openai_compat, ops
 
 
 def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
@@ -58,11 +59,15 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     app.state.reloader = Reloader(app.state, reload)
     app.add_middleware(BodyLimit, limit=lambda: app.state.gateway.config.server.max_body_bytes)
     app.add_middleware(Lifecycle, state=app.state)  # refuses while draining
+    app.state.telemetry = Telemetry(lambda: app.state.gateway)
+    app.add_middleware(RecordRequests, telemetry=app.state.telemetry)
     # Added last, so outermost: even a refused body or a draining refusal gets its span.
     app.add_middleware(RequestSpans, tracer=lambda: app.state.gateway.tracer)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
+    app.include_router(anthropic_compat.router)
     app.include_router(admin.router)
+    app.include_router(ops.router)
     return app

@@ -19,6 +19,7 @@ from app.hops import TracedRoute
 from app.routing import Call, Node
 from app.spans import RouteTracer
 from app.state import StateStore, open_store
+from app.telemetry import track
 from app.tree import TreeCompiler
 from providers import Provider, provider_class
 
@@ -93,6 +94,7 @@ class Gateway:
         deadline = time.monotonic() + self.config.server.request_timeout_s
         call = Call(request, headers=headers, env=self.env, deadline=deadline)
         call.tracer = self.tracer
+        track(call)  # recorded by app.telemetry when the response has been sent
         return call
 
     async def aclose(self) -> None:

@@ -134,7 +134,7 @@ class Tracing:
         installed = Installed()
         content_var: tuple[bool, str | None] = (False, None)
         if exporter is not None:
-            batch = BoundedBatchProcessor(exporter)
+            batch = BoundedBatchProcessor(exporter, max_queue=config.max_queue)
             provider.add_span_processor(batch)
             families = set(families_by_sdk(providers).values())
             if "traceloop" in families:

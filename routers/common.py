@@ -87,3 +87,24 @@ async def _settled(
     finally:
         await events.aclose()  # type: ignore[attr-defined]
         await lease.settle(call)
+
+
+def answered_model(call: Call, fallback: str) -> str:
+    """The model id that answered (as its provider reports it), else the one being streamed."""
+    if call.answer is not None:
+        return call.answer.model
+    if call.serving is not None:
+        return call.serving.model.model
+    return fallback
+
+
+def router_summary(call: Call, route: str) -> dict[str, Any]:
+    """The gateway's own account of a call, carried as `router` in the compatible dialects."""
+    answer = call.answer
+    return {
+        "route": route,
+        "target": answer.target.name if answer else None,
+        "provider": answer.target.provider.name if answer else None,
+        "cost_usd": round(answer.cost_usd, 10) if answer else 0.0,
+        "decisions": decisions_of(call),
+    }

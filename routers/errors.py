@@ -71,6 +71,16 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return problems
 
 
+def invalid_request_of(exc: RequestValidationError) -> InvalidRequest:
+    """A body that failed validation, as the caller is told: the first problem, then all."""
+    problems = _validation_details(exc)
+    if any(p["msg"].startswith("JSON decode error") for p in problems):
+        return InvalidRequest("the body is not valid JSON", code="invalid_json")
+    first = problems[0] if problems else {"loc": "", "msg": "invalid request"}
+    message = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
+    return InvalidRequest(message, details={"problems": problems})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RouterError)
     async def _router_error(request: Request, exc: RouterError) -> JSONResponse:
@@ -78,12 +88,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = _validation_details(exc)
-        if any(p["msg"].startswith("JSON decode error") for p in problems):
-            return error_response(InvalidRequest("the body is not valid JSON", code="invalid_json"))
-        first = problems[0] if problems else {"loc": "", "msg": "invalid request"}
-        message = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
-        return error_response(InvalidRequest(message, details={"problems": problems}))
+        return error_response(invalid_request_of(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

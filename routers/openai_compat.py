@@ -27,7 +27,14 @@ from app.chat import (
 )
 from app.errors import InvalidRequest, ProviderError
 from app.routing import Call
-from routers.common import complete, decisions_of, dumps, open_stream, router_headers
+from routers.common import (
+    answered_model,
+    complete,
+    dumps,
+    open_stream,
+    router_headers,
+    router_summary,
+)
 from routers.deps import GatewayDep, authenticate, resolve_node
 from routers.errors import upstream_failure
 
@@ -90,14 +97,6 @@ def _usage(call: Call) -> dict[str, Any]:
     return result
 
 
-def _answered_model(call: Call, fallback: str) -> str:
-    if call.answer is not None:
-        return call.answer.model
-    if call.serving is not None:
-        return call.serving.model.model
-    return fallback
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, gateway: GatewayDep
@@ -124,7 +123,7 @@ async def chat_completions(
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
-        "model": _answered_model(call, body.model),
+        "model": answered_model(call, body.model),
         "choices": [
             {
                 "index": 0,
@@ -134,13 +133,7 @@ async def chat_completions(
             }
         ],
         "usage": _usage(call),
-        "router": {
-            "route": body.model,
-            "target": call.answer.target.name if call.answer else None,
-            "provider": call.answer.target.provider.name if call.answer else None,
-            "cost_usd": round(call.answer.cost_usd, 10) if call.answer else 0.0,
-            "decisions": decisions_of(call),
-        },
+        "router": router_summary(call, body.model),
     }
     return JSONResponse(result, headers=router_headers(call, body.model))
 
@@ -159,7 +152,7 @@ async def _stream(
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": _answered_model(call, requested),
+            "model": answered_model(call, requested),
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
             **extra,
         }
@@ -170,7 +163,7 @@ async def _stream(
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": _answered_model(call, requested),
+            "model": answered_model(call, requested),
             "choices": [],
             "usage": _usage(call),
         }

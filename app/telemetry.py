@@ -1,0 +1,167 @@
+"""The one place a finished request is recorded: Prometheus metrics and the stats report.
+
+`RecordRequests`, an ASGI middleware, wraps every HTTP request. `Gateway.new_call` hands it the
+request's `Call` (`track`), whatever dialect the request came in; when the response has been
+sent, to the last byte of a stream, the middleware records the call once: its status, latency,
+time to first event, every attempt (`call.attempts`), and the answer's tokens and cost.
+
+The tracing exporter's count of dropped spans is read into the metrics at each scrape.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import Metrics, breakers_of
+from app.routing import Answer, Attempt, Call
+from app.stats import Sample, Stats
+
+if TYPE_CHECKING:
+    from app.gateway import Gateway
+
+log = logging.getLogger("llm_router")
+
+
+@dataclass
+class _Slot:
+    call: Call | None = None
+
+
+# Set by the middleware for the duration of one request; read by `track`.
+_current: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar(
+    "llm_router_request", default=None
+)
+
+
+def track(call: Call) -> None:
+    """Mark `call` as the one the current HTTP request is serving (no-op outside a request)."""
+    slot = _current.get()
+    if slot is not None:
+        slot.call = call
+
+
+class Telemetry:
+    """Metrics and stats of one app; `gateway()` is the one now serving (a reload swaps it)."""
+
+    def __init__(self, gateway: Callable[[], Gateway]) -> None:
+        self._gateway = gateway
+        self.stats = Stats()
+        self.metrics = Metrics(lambda: breakers_of(self._gateway().routes.values()))
+        self._spans_dropped_seen = 0
+
+    def spans_dropped(self, count: int = 1) -> None:
+        self.metrics.spans_dropped.inc(count)
+
+    def observe_spans_dropped(self, total: int) -> None:
+        """Bring the counter up to the span exporter's running total (read at each scrape)."""
+        fresh = total - self._spans_dropped_seen
+        if fresh > 0:
+            self.spans_dropped(fresh)
+            self._spans_dropped_seen = total
+
+    def _route_label(self, name: str) -> str:
+        # A caller-chosen name must not mint new label values: known names only.
+        gateway = self._gateway()
+        known = name in gateway.routes or name in gateway.config.models
+        return name if known else "(direct)"
+
+    def record(self, call: Call, status: str, seconds: float, first_event_s: float | None) -> None:
+        """Record one finished call. `status` is the HTTP status, or `stream_error`."""
+        if call.dry_run:
+            return
+        m = self.metrics
+        route = self._route_label(call.request.route)
+        answer = call.answer
+        served = answer.target if answer else call.serving
+        if served is None and call.attempts:
+            last = call.attempts[-1]
+            provider, model = last.provider, last.model
+        elif served is not None:
+            provider, model = served.provider.name, served.model.model
+        else:
+            provider, model = "", ""
+        labels = (route, provider, model)
+        m.requests.labels(*labels, status).inc()
+        m.request_seconds.labels(*labels).observe(seconds)
+        if first_event_s is not None:
+            m.first_token_seconds.labels(*labels).observe(first_event_s)
+
+        previous: str | None = None
+        switches = 0
+        for attempt in call.attempts:
+            if previous is not None and attempt.target != previous:
+                switches += 1
+            previous = attempt.target
+            outcome = "ok" if attempt.ok else (attempt.error or "error")
+            m.attempts.labels(attempt.provider, attempt.model, outcome).inc()
+            m.upstream_seconds.labels(attempt.provider, attempt.model).observe(
+                attempt.latency_ms / 1000
+            )
+            sample = Sample(attempt.provider, attempt.model, attempt.latency_ms, attempt.ok)
+            if attempt.ok and answer is not None and _answered_by(answer, attempt):
+                sample.input_tokens = answer.usage.input_tokens
+                sample.output_tokens = answer.usage.output_tokens
+                sample.cost_usd = answer.cost_usd
+            self.stats.add(sample)
+        if switches:
+            m.failovers.labels(route).inc(switches)
+        if answer is not None:
+            m.tokens.labels(*labels, "input").inc(answer.usage.input_tokens)
+            m.tokens.labels(*labels, "output").inc(answer.usage.output_tokens)
+            m.cost.labels(*labels).inc(answer.cost_usd)
+
+
+def _answered_by(answer: Answer, attempt: Attempt) -> bool:
+    target = answer.target
+    return target.name == attempt.target and target.provider.name == attempt.provider
+
+
+class RecordRequests:
+    """ASGI middleware: times the response, then records the request's call once it has ended."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        slot = _Slot()
+        token = _current.set(slot)
+        status = 500
+        streaming = False
+        first_event: float | None = None
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status, streaming, first_event
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"content-type":
+                        streaming = value.startswith(b"text/event-stream")
+            elif streaming and first_event is None and message.get("body"):
+                first_event = time.perf_counter() - started
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            _current.reset(token)
+            call = slot.call
+            if call is not None:
+                label = str(status)
+                if streaming and status == 200 and call.answer is None:
+                    label = "stream_error"
+                try:
+                    self.telemetry.record(call, label, time.perf_counter() - started, first_event)
+                except Exception as exc:  # the caller has its answer; never fail it afterwards
+                    log.error("recording a request failed: %s", type(exc).__name__)
