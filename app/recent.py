@@ -153,6 +153,7 @@ class RecentRequests:
             for route, per_route in counts.items()
         }
 
+
 def _providers(record: RequestRecord) -> Iterable[str]:
     names = {a["provider"] for a in record.attempts}
     if record.provider:

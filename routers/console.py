@@ -66,7 +66,9 @@ async def asset(name: str) -> Response:
     if media_type is None:
         raise NotFound(f"no console asset '{name}'")
     return Response(
-        _asset(name), media_type=media_type, headers={**SECURITY_HEADERS, "cache-control": "no-cache"}
+        _asset(name),
+        media_type=media_type,
+        headers={**SECURITY_HEADERS, "cache-control": "no-cache"},
     )
 
 
@@ -103,7 +105,9 @@ async def _refresh_breakers(roots: list[Node]) -> None:
             continue
         seen.add(id(node))
         for breaker in (getattr(node, "breakers", None) or {}).values():
-            breaker.state = await breaker.store.breaker_state(breaker.key, breaker.config.cooldown_s)
+            breaker.state = await breaker.store.breaker_state(
+                breaker.key, breaker.config.cooldown_s
+            )
         stack.extend(node.children())
 
 

@@ -65,7 +65,10 @@ routes:
       otherwise:
         ab_split:
           variants:
-            a: {{weight: 70, to: {{cost_threshold: {{scorer: heuristic, threshold: 0.5, below: fast, above: strong}}}}}}
+            a:
+              weight: 70
+              to:
+                cost_threshold: {{scorer: heuristic, threshold: 0.5, below: fast, above: strong}}
             b: {{weight: 30, to: fast}}
 """
 
@@ -207,7 +210,9 @@ def test_route_tree_renders_a_nested_config(console: Any) -> None:
     ref = tree.find_element(By.CSS_SELECTOR, "[data-path='routes.smart.classify.branches.code']")
     assert "backup" in ref.text and "#1" in ref.text and "flaky" in ref.text
     assert "#2" in ref.text and "strong" in ref.text
-    targets = {e.get_attribute("data-target") for e in tree.find_elements(By.CSS_SELECTOR, ".node.target")}
+    targets = {
+        e.get_attribute("data-target") for e in tree.find_elements(By.CSS_SELECTOR, ".node.target")
+    }
     assert targets == {"fast", "strong", "flaky"}
     assert tree.get_attribute("aria-label") == "Route smart"
     shot(console, "1-routes")
@@ -237,8 +242,10 @@ def test_charts_move_while_traffic_runs(console: Any, gateway: str) -> None:
     assert "p95" in title.get_attribute("textContent")
     assert "smart" in console.find_element(By.ID, "recent-table").text
     perf = wait_for(
-        lambda: "fast-1" in console.find_element(By.ID, "perf-table").text
-        and console.find_element(By.ID, "perf-table"),
+        lambda: (
+            "fast-1" in console.find_element(By.ID, "perf-table").text
+            and console.find_element(By.ID, "perf-table")
+        ),
         "the performance table",
     )
     assert "strong-1" in perf.text
@@ -319,5 +326,7 @@ def test_the_readme_screenshot(console: Any, gateway: str) -> None:
     finally:
         console.set_window_size(1440, 1000)
     if os.environ.get("LLM_ROUTER_UPDATE_SCREENSHOT"):
-        shutil.copy(ARTIFACTS / "5-overview.png", Path(__file__).parent.parent / "docs" / "console.png")
+        shutil.copy(
+            ARTIFACTS / "5-overview.png", Path(__file__).parent.parent / "docs" / "console.png"
+        )
     assert_no_console_errors(console)
