@@ -9,6 +9,7 @@ decision trail and the attempts on the way down.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,6 +29,8 @@ from app.errors import ErrorKind, ProviderError
 from app.spans import RouteTracer
 from providers.base import ModelConfig, Provider, estimate_input_tokens
 from providers.prices import list_price
+
+log = logging.getLogger("llm_router")
 
 # Output tokens a budget estimate assumes when neither the request nor the alias sets max_tokens.
 ASSUMED_OUTPUT_TOKENS = 256
@@ -93,6 +96,15 @@ class Answer:
     cost_usd: float
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """How long a stream may keep the caller waiting, set by a policy for the targets below it
+    (`failover: {first_token_timeout_s, idle_timeout_s}`); None: the model alias decides."""
+
+    first_token_s: float | None = None  # from the call to the first event: else move on
+    idle_s: float | None = None  # between one event and the next: a stall
+
+
 class Call:
     """One request's journey: the request, its context, and what the tree decided and tried."""
 
@@ -114,6 +126,7 @@ class Call:
         self.answer: Answer | None = None
         self.serving: Target | None = None  # the target whose answer the caller is getting
         self.output_started = False  # a delta has reached the caller: no more failover
+        self.stream_limits = StreamLimits()
         self._input_tokens: int | None = None  # estimated once, for budgets
         self.tracer: RouteTracer | None = None  # set by the gateway: the call's hops become spans
         self.trace_id: str | None = None  # set when the route's span starts
@@ -257,16 +270,40 @@ class Target(Node):
                 )
         return model.cost_usd(usage.input_tokens, usage.output_tokens)
 
-    def _timeout(self, call: Call) -> float:
+    def _limit(self, call: Call, seconds: float) -> tuple[float, str]:
+        """`seconds`, or less when the request's deadline comes first; with what bounds it."""
         remaining = call.remaining_s()
-        timeout = self.model.timeout_s
-        if remaining is not None:
-            timeout = min(timeout, remaining)
-        if timeout <= 0:
-            raise ProviderError(
-                ErrorKind.TIMEOUT, "the request deadline passed", provider=self.provider.name
-            )
-        return timeout
+        if remaining is not None and remaining < seconds:
+            if remaining <= 0:
+                raise ProviderError(
+                    ErrorKind.TIMEOUT,
+                    "the request deadline passed",
+                    provider=self.provider.name,
+                    model=self.model.model,
+                )
+            return remaining, "before the request deadline"
+        return seconds, f"within {seconds:g}s"
+
+    def _stream_limits(self, call: Call) -> tuple[float, float]:
+        """(first event, between events): the policy's setting, else the alias's, at most
+        the alias's `timeout_s`."""
+        ceiling = self.model.timeout_s
+        first = call.stream_limits.first_token_s or self.model.first_token_timeout_s or ceiling
+        idle = call.stream_limits.idle_s or self.model.idle_timeout_s or ceiling
+        return min(first, ceiling), min(idle, ceiling)
+
+    def _unexpected(self, exc: Exception) -> ProviderError:
+        # An adapter let something other than ProviderError escape (a network error mid-body,
+        # a parsing bug): it is still this upstream failing, and failover must see it as such.
+        log.warning(
+            "provider %s raised %s; treated as a server error", self.provider.name, type(exc)
+        )
+        return ProviderError(
+            ErrorKind.SERVER_ERROR,
+            f"the provider call failed ({type(exc).__name__})",
+            provider=self.provider.name,
+            model=self.model.model,
+        )
 
     def _record(self, call: Call, started: float, error: ProviderError | None = None) -> Attempt:
         latency_ms = (time.perf_counter() - started) * 1000
@@ -316,14 +353,14 @@ class Target(Node):
             return Completion(message=AssistantMessage(), usage=Usage(), model=self.model.model)
         started = time.perf_counter()
         try:
-            timeout = self._timeout(call)
+            timeout, bound = self._limit(call, self.model.timeout_s)
             async with asyncio.timeout(timeout):
                 upstream = self.provider.complete(self.model, call.request)
                 completion = await attempt_span(call, self).run(upstream, timeout)
         except TimeoutError:
             error = ProviderError(
                 ErrorKind.TIMEOUT,
-                f"no answer within {self.model.timeout_s:g}s",
+                f"no answer {bound}",
                 provider=self.provider.name,
                 model=self.model.model,
             )
@@ -332,6 +369,10 @@ class Target(Node):
         except ProviderError as error:
             self._record(call, started, error)
             raise
+        except Exception as exc:
+            error = self._unexpected(exc)
+            self._record(call, started, error)
+            raise error from None
         self._record(call, started)
         self._answered(call, completion.model, completion.usage)
         call.notes.extend(completion.notes)
@@ -340,25 +381,37 @@ class Target(Node):
     async def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
         self._check_budget(call)
         started = time.perf_counter()
+        first_token_s, idle_s = self._stream_limits(call)
         events = self.provider.stream(self.model, call.request)
-        timeout = self._timeout(call)
-        events = attempt_span(call, self).events(events, timeout)
+        # The span tells a timeout from a caller who left by how long the wait lasted.
+        events = attempt_span(call, self).events(events, min(first_token_s, idle_s))
         attempt: Attempt | None = None  # recorded at the first event, completed at the end
         try:
             while True:
-                # Each chunk, the first one included, must come within the model's timeout.
+                # The first event must come within the time-to-first-token limit (else the
+                # failover above moves on); every later one within the idle limit (a stall).
+                if attempt is None:
+                    limit, bound = self._limit(call, first_token_s)
+                    silence = f"no first token {bound}"
+                else:
+                    limit, bound = self._limit(call, idle_s)
+                    silence = f"the stream stalled: no chunk {bound}"
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(limit):
                         event = await anext(events)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
                     raise ProviderError(
                         ErrorKind.TIMEOUT,
-                        f"the stream was silent for {timeout:g}s",
+                        silence,
                         provider=self.provider.name,
                         model=self.model.model,
                     ) from None
+                except ProviderError:
+                    raise
+                except Exception as exc:
+                    raise self._unexpected(exc) from None
                 if attempt is None:
                     attempt = self._record(call, started)
                 if isinstance(event, StreamFinish):

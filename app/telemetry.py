@@ -3,7 +3,9 @@
 `RecordRequests`, an ASGI middleware, wraps every HTTP request. `Gateway.new_call` hands it the
 request's `Call` (`track`), whatever dialect the request came in; when the response has been
 sent, to the last byte of a stream, the middleware records the call once: its status, latency,
-time to first event, every attempt (`call.attempts`), and the answer's tokens and cost.
+time to first event, every attempt (`call.attempts`), and the answer's tokens and cost; and
+keeps it for the console among the recent requests (app/recent.py) and on the traffic timeline
+(app/timeline.py).
 
 The tracing exporter's count of dropped spans is read into the metrics at each scrape.
 """
@@ -20,8 +22,10 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import Metrics, breakers_of
+from app.recent import PROMPT_CHARS, RecentRequests, RequestRecord
 from app.routing import Answer, Attempt, Call
 from app.stats import Sample, Stats
+from app.timeline import Timeline
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
@@ -53,6 +57,8 @@ class Telemetry:
     def __init__(self, gateway: Callable[[], Gateway]) -> None:
         self._gateway = gateway
         self.stats = Stats()
+        self.recent = RecentRequests()
+        self.timeline = Timeline()
         self.metrics = Metrics(lambda: breakers_of(self._gateway().routes.values()))
         self._spans_dropped_seen = 0
 
@@ -116,6 +122,50 @@ class Telemetry:
             m.tokens.labels(*labels, "input").inc(answer.usage.input_tokens)
             m.tokens.labels(*labels, "output").inc(answer.usage.output_tokens)
             m.cost.labels(*labels).inc(answer.cost_usd)
+        self._keep(call, route, status, seconds, provider, model)
+
+    def _keep(
+        self, call: Call, route: str, status: str, seconds: float, provider: str, model: str
+    ) -> None:
+        """The call for the console: among the recent requests, and on the timeline."""
+        answer = call.answer
+        ok = status == "200"
+        usage = answer.usage if answer else None
+        record = RequestRecord(
+            at=time.time(),
+            route=route,
+            status=status,
+            ok=ok,
+            latency_ms=seconds * 1000,
+            target=answer.target.name if answer else None,
+            provider=provider or None,
+            model=model or None,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=answer.cost_usd if answer else 0.0,
+            trace_id=call.trace_id,
+            streamed=call.request.stream,
+            decisions=[d.as_dict() for d in call.decisions],
+            attempts=[a.as_dict() for a in call.attempts],
+            prompt=_prompt(call) if self._gateway().config.tracing.capture_content else None,
+        )
+        self.recent.add(record)
+        self.timeline.add(
+            record.latency_ms,
+            ok,
+            provider if answer else None,
+            model,
+            record.input_tokens + record.output_tokens,
+            record.cost_usd,
+        )
+
+
+def _prompt(call: Call) -> str | None:
+    """The start of the last user message."""
+    for message in reversed(call.request.messages):
+        if message.role == "user" and message.content:
+            return message.content[:PROMPT_CHARS]
+    return None
 
 
 def _answered_by(answer: Answer, attempt: Attempt) -> bool:

@@ -1,18 +1,32 @@
 """failover: try the chain in order; retry a target where it is worth it; move on when it is not.
 
-- rate limited: wait as the upstream says (Retry-After, up to `max_retry_after_s`) or back off
-  exponentially with jitter, and retry the same target up to `retries` times; then move on.
-- server error: retry the same target the same way; then move on.
-- timeout: move straight on (a silent upstream is not asked twice).
-- context length exceeded: move on to a target with a larger declared context window.
-- bad request, content filtered: the caller's fault; no retry and no failover.
+What each upstream fault gets (every retry through tenacity, within `retries` per target):
+- rate limited (429): wait as the upstream says (Retry-After, up to `max_retry_after_s`) or back
+  off exponentially with jitter (`backoff`), and retry the same target; then move on. Told to
+  wait longer than the cap, it moves on at once: it never hammers a failing upstream.
+- server error (5xx, a connection reset before any header): retry the same target the same
+  way; then move on.
+- timeout (no answer, no first token): move straight on; a silent upstream is not asked twice.
+- context length exceeded: no retry; move on to the next target whose declared
+  `context_window` is larger (or unknown); none left: the provider's 400 goes back.
+- bad request, content filtered: the caller's fault; no retry, no failover, the provider's reason
+  goes back as a 400.
 - anything else (authentication, unknown model): move on.
-A stream fails over only until its first delta has reached the caller. A circuit breaker per
-target (when configured) skips a target that keeps failing until its cooldown has passed.
+
+A stream fails over only until its first event has reached the caller; `first_token_timeout_s`
+and `idle_timeout_s` bound the wait for the first token and the silence between chunks for
+every target below. `deadline_s` bounds the whole policy (attempts and waits) within the
+request's own deadline. With `circuit_breaker`, each target has a breaker (kept in the state
+store, `app/state.py`, so shared by every route that names the target and by replicas): a target
+that keeps failing is skipped without a call until a probe after the cooldown finds it back.
+
+Every attempt is recorded on the call (target, error kind, status, latency) and in the policy's
+decision, with the targets skipped and the waits between retries.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,11 +41,14 @@ from tenacity import (
 
 from app.chat import Completion, StreamEvent
 from app.errors import ErrorKind, ProviderError
-from app.routing import Call, Node, Target
+from app.routing import Call, Node, StreamLimits, Target
 from app.state import BreakerState, MemoryStore, StateStore
 from policies.base import Builder, Loc, NodeSpec, Policy, PolicyConfig
 
 T = TypeVar("T")
+
+# Failures that say nothing about a target's health: its breaker is neither opened nor closed.
+_NOT_THE_TARGETS_FAULT = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.BUDGET_EXCEEDED})
 
 
 class Backoff(BaseModel):
@@ -57,6 +74,9 @@ class FailoverConfig(PolicyConfig):
     backoff: Backoff = Field(default_factory=Backoff)
     max_retry_after_s: float = Field(default=30.0, ge=0)
     circuit_breaker: BreakerConfig | None = None
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)
 
     @field_validator("retry_on")
     @classmethod
@@ -64,6 +84,9 @@ class FailoverConfig(PolicyConfig):
         for kind in kinds:
             if kind.client_fault:
                 raise ValueError(f"{kind.value} is the caller's fault and is never retried")
+            if not kind.retryable:
+                known = ", ".join(k.value for k in ErrorKind if k.retryable)
+                raise ValueError(f"{kind.value} is never retried on the same target ({known} are)")
         return kinds
 
 
@@ -114,11 +137,12 @@ class Failover(Node):
         self.chain = chain
         self.path = path
         store = store if store is not None else MemoryStore()
+        # One breaker per target, whatever route names it, the same on every replica; a child
+        # that is a subtree (a nested policy, a route) has one of its own, keyed by its place.
         self.breakers: dict[int, Breaker] = (
             {
-                # Keyed by where it is declared and what it guards: the same on every replica.
-                i: Breaker(config.circuit_breaker, store, f"breaker:{path}:{i}:{chain[i].label}")
-                for i in range(len(chain))
+                i: Breaker(config.circuit_breaker, store, f"breaker:{_guarded(child)}")
+                for i, child in enumerate(chain)
             }
             if config.circuit_breaker
             else {}
@@ -132,14 +156,15 @@ class Failover(Node):
         return list(self.chain)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "label": "failover",
             "path": self.path,
             "policy": "failover",
             "retries": self.config.retries,
             "breakers": {self.chain[i].label: b.state for i, b in self.breakers.items()},
-            "children": [child.describe() for child in self.chain],
         }
+        out["children"] = [child.describe() for child in self.chain]
+        return out
 
     def span_attributes(self, decision: Any) -> dict[str, Any]:
         """What this node's span carries besides its decision (see app/hops.py)."""
@@ -154,12 +179,10 @@ class Failover(Node):
         def check(exc: BaseException) -> bool:
             if not isinstance(exc, ProviderError) or call.output_started:
                 return False
-            if exc.kind not in self.config.retry_on or exc.kind is ErrorKind.TIMEOUT:
-                return False
-            if exc.retry_after is not None and exc.retry_after > self.config.max_retry_after_s:
-                return False  # told to wait longer than we will: try elsewhere
-            remaining = call.remaining_s()
-            return remaining is None or remaining > (exc.retry_after or 0)
+            if exc.kind is ErrorKind.TIMEOUT or exc.kind not in self.config.retry_on:
+                return False  # a silent upstream is not asked twice
+            # Told to wait longer than we will: try elsewhere.
+            return exc.retry_after is None or exc.retry_after <= self.config.max_retry_after_s
 
         return check
 
@@ -174,70 +197,140 @@ class Failover(Node):
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, ProviderError) and exc.retry_after is not None:
                 return min(exc.retry_after, self.config.max_retry_after_s)
-            return backoff(state)
+            return min(backoff(state), self.config.backoff.max_s)
 
         return wait
 
-    def _retrying(self, call: Call) -> AsyncRetrying:
+    def _retrying(self, call: Call, child: Node, waits: list[dict[str, Any]]) -> AsyncRetrying:
+        def past_deadline(state: RetryCallState) -> bool:
+            remaining = call.remaining_s()
+            return remaining is not None and state.upcoming_sleep >= remaining
+
+        def note_wait(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            told = isinstance(exc, ProviderError) and exc.retry_after is not None
+            waits.append(
+                {
+                    "target": child.label,
+                    "after_attempt": state.attempt_number,
+                    "wait_ms": round(state.upcoming_sleep * 1000, 1),
+                    "reason": "retry_after" if told else "backoff",
+                }
+            )
+
         return AsyncRetrying(
-            stop=stop_after_attempt(self.config.retries + 1),
+            stop=stop_after_attempt(self.config.retries + 1) | past_deadline,
             wait=self._wait(),
             retry=retry_if_exception(self._should_retry(call)),
+            before_sleep=note_wait,
             reraise=True,
         )
 
-    def _candidates(self, call: Call) -> list[int]:
-        return list(range(len(self.chain)))
+    # -- circuit breakers ------------------------------------------------------------------
 
-    async def _skip(self, index: int, call: Call, too_small: int | None) -> str | None:
-        child = self.chain[index]
-        if too_small is not None and isinstance(child, Target):
-            window = child.model.context_window
-            if window is not None and window <= too_small:
-                return "context_window_too_small"
+    async def _allowed(self, index: int) -> bool:
         breaker = self.breakers.get(index)
-        if breaker is not None and not await breaker.allow():
-            return "circuit_open"
-        return None
+        return breaker is None or await breaker.allow()
 
-    async def _run(self, call: Call, attempt_once: Callable[[Node], Awaitable[T]]) -> T:
+    async def _verdict(self, index: int, error: ProviderError | None) -> None:
+        """Tell the child's breaker how its turn went. The caller's own faults say nothing
+        about the target's health."""
+        breaker = self.breakers.get(index)
+        if breaker is None:
+            return
+        if error is None:
+            await breaker.success()
+        elif error.kind.client_fault or error.kind in _NOT_THE_TARGETS_FAULT:
+            await breaker.release()
+        else:
+            await breaker.failure()
+
+    # -- the chain -------------------------------------------------------------------------
+
+    def _too_small(self, child: Node, too_small: int | None) -> bool:
+        if too_small is None or not isinstance(child, Target):
+            return False
+        window = child.model.context_window
+        return window is not None and window <= too_small
+
+    def _narrow(self, call: Call) -> None:
+        """Apply this policy's deadline and stream limits to the call, for the chain below."""
+        if self.config.deadline_s is not None:
+            mine = time.monotonic() + self.config.deadline_s
+            call.deadline = mine if call.deadline is None else min(call.deadline, mine)
+        limits = call.stream_limits
+        call.stream_limits = StreamLimits(
+            first_token_s=self.config.first_token_timeout_s or limits.first_token_s,
+            idle_s=self.config.idle_timeout_s or limits.idle_s,
+        )
+
+    async def _run(self, call: Call, attempt_once: Callable[[Node], Awaitable[T]]) -> tuple[int, T]:
         first_attempt = len(call.attempts)
         skipped: list[dict[str, str]] = []
+        waits: list[dict[str, Any]] = []
         last: ProviderError | None = None
-        too_small: int | None = None
-        for index in self._candidates(call):
-            child = self.chain[index]
-            reason = await self._skip(index, call, too_small)
-            if reason is not None:
-                skipped.append({"target": child.label, "skipped": reason})
-                continue
-            breaker = self.breakers.get(index)
-            try:
-                async for attempt in self._retrying(call):
-                    with attempt:
-                        result = await attempt_once(child)
-            except ProviderError as error:
-                last = error
-                if breaker is not None and error.kind.retryable:
-                    await breaker.failure()
-                elif breaker is not None:
-                    await breaker.release()
-                if call.output_started or error.kind.client_fault:
-                    self._record(call, "failed", first_attempt, skipped)
-                    raise
-                if error.kind is ErrorKind.CONTEXT_LENGTH and isinstance(child, Target):
-                    too_small = child.model.context_window or too_small
-                continue
-            if breaker is not None:
-                await breaker.success()
-            self._record(call, child.label, first_attempt, skipped)
-            return result
-        self._record(call, "exhausted", first_attempt, skipped)
+        too_small: int | None = None  # the largest context window found too small
+        saved = call.deadline, call.stream_limits
+        self._narrow(call)
+        try:
+            for index, child in enumerate(self.chain):
+                remaining = call.remaining_s()
+                if remaining is not None and remaining <= 0:
+                    skipped.append({"target": child.label, "skipped": "deadline"})
+                    last = self._deadline_passed()
+                    continue
+                if self._too_small(child, too_small):
+                    skipped.append({"target": child.label, "skipped": "context_window_too_small"})
+                    continue
+                if not await self._allowed(index):
+                    skipped.append({"target": child.label, "skipped": "circuit_open"})
+                    continue
+                try:
+                    async for attempt in self._retrying(call, child, waits):
+                        with attempt:
+                            result = await attempt_once(child)
+                except ProviderError as error:
+                    last = error
+                    await self._verdict(index, error)
+                    if call.output_started or error.kind.client_fault:
+                        self._record(call, "failed", first_attempt, skipped, waits)
+                        raise
+                    if error.kind is ErrorKind.CONTEXT_LENGTH and isinstance(child, Target):
+                        window = child.model.context_window
+                        if window is not None:
+                            too_small = max(window, too_small or 0)
+                    continue
+                await self._verdict(index, None)
+                self._record(call, child.label, first_attempt, skipped, waits)
+                return index, result
+        finally:
+            call.deadline, call.stream_limits = saved
+        self._record(call, "exhausted", first_attempt, skipped, waits)
+        raise self._exhausted(last, skipped)
+
+    def _deadline_passed(self) -> ProviderError:
+        if self.config.deadline_s is not None:
+            return ProviderError(
+                ErrorKind.TIMEOUT, f"the failover deadline of {self.config.deadline_s:g}s passed"
+            )
+        return ProviderError(ErrorKind.TIMEOUT, "the request deadline passed")
+
+    def _exhausted(
+        self, last: ProviderError | None, skipped: list[dict[str, str]]
+    ) -> ProviderError:
         if last is None:
-            raise ProviderError(ErrorKind.SERVER_ERROR, "every target's circuit breaker is open")
-        raise ProviderError(
+            names = ", ".join(s["target"] for s in skipped)
+            return ProviderError(
+                ErrorKind.SERVER_ERROR, f"no target is available (circuit open: {names})"
+            )
+        if last.kind is ErrorKind.CONTEXT_LENGTH:
+            # The provider's own reason, for the caller to act on.
+            message = f"{last.message} (no target in the chain has a larger context window)"
+        else:
+            message = f"every target failed; the last: {last.message}"
+        return ProviderError(
             last.kind,
-            f"every target failed; the last: {last.message}",
+            message,
             status=last.status,
             retry_after=last.retry_after,
             provider=last.provider,
@@ -245,18 +338,29 @@ class Failover(Node):
         )
 
     def _record(
-        self, call: Call, outcome: str, first_attempt: int, skipped: list[dict[str, str]]
+        self,
+        call: Call,
+        outcome: str,
+        first_attempt: int,
+        skipped: list[dict[str, str]],
+        waits: list[dict[str, Any]],
     ) -> None:
         attempts: list[Any] = [*call.attempts[first_attempt:], *skipped]
-        call.decide("failover", self.path, outcome, attempts=attempts)
+        detail: dict[str, Any] = {"attempts": attempts}
+        if waits:
+            detail["waits"] = waits
+            detail["waited_ms"] = round(sum(w["wait_ms"] for w in waits), 1)
+        call.decide("failover", self.path, outcome, **detail)
 
     # -- the node interface -----------------------------------------------------------------
 
     async def complete(self, call: Call) -> Completion:
-        return await self._run(call, lambda child: child.complete(call))
+        _index, completion = await self._run(call, lambda child: child.complete(call))
+        return completion
 
     async def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
-        # Fail over until the first event arrives; after that the stream is committed.
+        # Fail over until the first event arrives; after that the stream is committed, and a
+        # failure reaches the caller as an error (never as a normal end).
         async def open_stream(child: Node) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
             events = child.stream(call)
             try:
@@ -266,17 +370,24 @@ class Failover(Node):
                 raise
             return events, first
 
-        events, first = await self._run(call, open_stream)
+        index, (events, first) = await self._run(call, open_stream)
         try:
             yield first
             async for event in events:
                 yield event
+        except ProviderError as error:
+            await self._verdict(index, error)  # a stall or reset mid-stream counts too
+            raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 
 
 def _normalize(value: Any) -> Any:
     return {"chain": value} if isinstance(value, list) else value
+
+
+def _guarded(child: Node) -> str:
+    return f"target:{child.name}" if isinstance(child, Target) else f"node:{child.path}"
 
 
 def _build(config: FailoverConfig, builder: Builder, loc: Loc) -> Node:

@@ -45,6 +45,10 @@ class ModelConfig(BaseModel):
     input_price: float | None = Field(default=None, ge=0)
     output_price: float | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
+    # Streams: the wait for the first token, and the longest silence between chunks (a stall);
+    # unset, `timeout_s` bounds both. A failover policy may set its own for its chain.
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
     context_window: int | None = Field(default=None, gt=0)
     supports_prefill: bool = False
     max_tokens: int | None = Field(default=None, gt=0)  # sent when the caller gives none

@@ -66,11 +66,25 @@ try:  # google-genai's default transport; httpx is used when GOOGLE_GENAI_HTTP_C
 except ImportError:  # pragma: no cover - google-genai 3.x depends on it
     httpx2 = None  # type: ignore[assignment]
 
+try:  # with aiohttp installed (the openai adapter's transport), google-genai's async calls use it
+    import aiohttp
+except ImportError:  # pragma: no cover
+    aiohttp = None  # type: ignore[assignment]
+
+# aiohttp reports a timeout as asyncio's TimeoutError (the builtin, since Python 3.11).
 _TIMEOUT_ERRORS: tuple[type[BaseException], ...] = tuple(
-    cls for cls in (httpx.TimeoutException, getattr(httpx2, "TimeoutException", None)) if cls
+    cls
+    for cls in (httpx.TimeoutException, getattr(httpx2, "TimeoutException", None), TimeoutError)
+    if cls
 )
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = tuple(
-    cls for cls in (httpx.HTTPError, getattr(httpx2, "HTTPError", None)) if cls
+    cls
+    for cls in (
+        httpx.HTTPError,
+        getattr(httpx2, "HTTPError", None),
+        getattr(aiohttp, "ClientError", None),
+    )
+    if cls
 )
 
 _FILTERED = frozenset(

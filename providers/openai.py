@@ -6,12 +6,16 @@ failover policy's job, and doing it twice would hammer a failing upstream.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import httpx2
 import openai
 import orjson
+from openai._streaming import ServerSentEvent, SSEDecoder
 from pydantic import SecretStr
 
 from app.chat import (
@@ -35,6 +39,12 @@ from providers.base import (
     estimate_input_tokens,
     estimate_tokens,
 )
+
+log = logging.getLogger("llm_router")
+
+# After the finish reason, how long to wait for the usage chunk and the terminator before the
+# stream is finalised anyway (a server that never closes its stream must not hold the caller).
+AFTER_FINISH_S = 1.0
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -82,6 +92,8 @@ class OpenAIProvider(Provider):
         self.client = self._build_client(config)
         # Cleared the first time the server refuses `stream_options`: not asked again.
         self._stream_usage = True
+        # A malformed chunk is skipped, not fatal (the SDK's decoder would end the stream).
+        self.client._make_sse_decoder = _TolerantSSEDecoder  # type: ignore[method-assign]
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
         api_key = config.api_key.get_secret_value() if config.api_key else None
@@ -205,7 +217,8 @@ class OpenAIProvider(Provider):
         pending: dict[int, dict[str, str]] = {}
         try:
             async with chunks:
-                async for chunk in chunks:
+                iterator = aiter(chunks)
+                while (chunk := await _next_chunk(iterator, finish is not None)) is not None:
                     if chunk.model:
                         answered_model = chunk.model
                     if chunk.usage is not None:
@@ -227,6 +240,8 @@ class OpenAIProvider(Provider):
                                 slot["arguments"] += fragment.function.arguments or ""
                         if choice.finish_reason:
                             finish = choice.finish_reason
+                    if finish is not None and usage is not None:
+                        break  # the usage chunk is the last before [DONE]: nothing more to wait for
         except openai.OpenAIError as exc:
             raise self._map_error(exc, model) from None
 
@@ -258,6 +273,32 @@ class OpenAIProvider(Provider):
 
     def _map_error(self, exc: openai.OpenAIError, model: ModelConfig) -> ProviderError:
         return map_openai_error(exc, provider=self.name, model=model.model)
+
+
+async def _next_chunk(iterator: AsyncIterator[Any], finished: bool) -> Any | None:
+    """The next chunk, or None at the end; once finished, it must come within AFTER_FINISH_S."""
+    try:
+        if not finished:
+            return await anext(iterator)
+        async with asyncio.timeout(AFTER_FINISH_S):
+            return await anext(iterator)
+    except (StopAsyncIteration, TimeoutError):
+        return None
+
+
+class _TolerantSSEDecoder(SSEDecoder):
+    """The SDK's SSE decoder, dropping an event whose data is not JSON instead of failing."""
+
+    def decode(self, line: str) -> ServerSentEvent | None:
+        event = super().decode(line)
+        if event is None or event.data.startswith("[DONE]"):
+            return event
+        try:
+            json.loads(event.data)
+        except ValueError:
+            log.warning("skipped a malformed stream chunk (%d bytes)", len(event.data))
+            return None
+        return event
 
 
 def map_openai_error(exc: openai.OpenAIError, *, provider: str, model: str) -> ProviderError:

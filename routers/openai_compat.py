@@ -158,6 +158,17 @@ async def _stream(
         }
         return f"data: {dumps(body)}\n\n".encode()
 
+    def usage_chunk() -> bytes:
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": answered_model(call, requested),
+            "choices": [],
+            "usage": _usage(call),
+        }
+        return f"data: {dumps(body)}\n\n".encode()
+
     async def all_events() -> AsyncIterator[StreamEvent]:
         yield first
         async for event in events:
@@ -184,6 +195,9 @@ async def _stream(
         await events.aclose()  # type: ignore[attr-defined]
     if finish is None or finish.truncated:
         # The upstream stopped without its terminator: never pass that off as a full answer.
+        # The usage it reported, if any, still goes first: those tokens were spent.
+        if include_usage and finish is not None and not finish.usage.estimated:
+            yield usage_chunk()
         error = {
             "type": "upstream_error",
             "code": "stream_truncated",
@@ -193,15 +207,7 @@ async def _stream(
         return
     yield chunk({}, finish.finish_reason)
     if include_usage:
-        body = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": answered_model(call, requested),
-            "choices": [],
-            "usage": _usage(call),
-        }
-        yield f"data: {dumps(body)}\n\n".encode()
+        yield usage_chunk()
     yield b"data: [DONE]\n\n"
 
 

@@ -29,7 +29,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
         yield MemoryStore()
         return
     prefix = request.getfixturevalue("redis_prefix")
-    redis_store = RedisStore(StateConfig(backend="redis", url=REDIS_URL, prefix=prefix))
+    # A loaded CI machine may take longer than the 0.25 s default and fall back to memory.
+    redis_store = RedisStore(
+        StateConfig(backend="redis", url=REDIS_URL, prefix=prefix, timeout_s=2.0)
+    )
     yield redis_store
     await redis_store.aclose()
 

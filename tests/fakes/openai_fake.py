@@ -2,15 +2,26 @@
 
 It speaks the real wire format (JSON bodies, SSE chunks ending in `data: [DONE]`, OpenAI error
 bodies, Retry-After headers) so the official SDK parses it. Each incoming request takes the next
-scripted behaviour (or the default answer) and is logged with its timing.
+scripted behaviour (or the default answer) and is logged with its timing, so that a test can
+check the gateway's conduct from the upstream's side: how many attempts, how far apart, and when
+the gateway gave up on a silent or stalled answer.
+
+Every upstream fault the failover policy handles can be scripted: error statuses with or without
+Retry-After (`Fail`, with presets for the context-length and content-filter 400s), a connection
+reset before any header (`Reset`), silence (`Hang`), and for streams a slow first token, a stall
+between chunks, a malformed chunk, a reset mid-body, and a body that ends, or stays open, without
+its finish reason or `[DONE]` terminator (`Stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 
 @dataclass
@@ -39,6 +51,34 @@ class Fail:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
 
+    @classmethod
+    def context_length(cls, limit: int = 8192) -> Fail:
+        """OpenAI's 400 for a prompt longer than the model's context window."""
+        return cls(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, your messages "
+            f"resulted in {limit + 1000} tokens. Please reduce the length of the messages.",
+            code="context_length_exceeded",
+            type="invalid_request_error",
+        )
+
+    @classmethod
+    def content_filter(cls) -> Fail:
+        """OpenAI's 400 for a prompt its content policy refused."""
+        return cls(
+            400,
+            "The response was filtered due to the prompt triggering the content management policy.",
+            code="content_filter",
+            type="invalid_request_error",
+        )
+
+
+@dataclass
+class Reset:
+    """Accept the request, then reset the TCP connection before sending any header."""
+
+    delay: float = 0.0
+
 
 @dataclass
 class Stream:
@@ -52,14 +92,20 @@ class Stream:
     cut_after: int | None = None  # close the body after this many content chunks
     done: bool = True  # send the `data: [DONE]` terminator
     malformed_after: int | None = None  # insert a garbage line after this many chunks
+    stall_after: int | None = None  # pause `stall` seconds after this many content chunks
+    stall: float = 0.0
+    reset_after: int | None = None  # reset the connection after this many content chunks
+    hold: float = 0.0  # keep the body open this long after the last chunk sent
 
 
 @dataclass
 class Hang:
+    """Accept the request and say nothing, until the client hangs up or `seconds` pass."""
+
     seconds: float = 30.0
 
 
-Behaviour = Reply | Fail | Stream | Hang
+Behaviour = Reply | Fail | Stream | Hang | Reset
 
 
 @dataclass
@@ -68,9 +114,17 @@ class Seen:
     body: dict[str, Any]
     headers: dict[str, str]
     started: float
-    ended: float | None = None
+    ended: float | None = None  # the answer was complete, or the connection ended
     status: int | None = None
     query: dict[str, str] = field(default_factory=dict)
+    outcome: str = "open"  # reply | fail | stream | reset | hung_up (the client left) | timeout
+    first_chunk: float | None = None  # a stream's first content chunk was sent
+    # The request itself, for the behaviours that watch or cut its connection.
+    request: Request | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
 
 
 class OpenAIFake:
@@ -79,11 +133,13 @@ class OpenAIFake:
         self.script: deque[Behaviour] = deque()
         self.default: Behaviour = Reply()
         self.log: list[Seen] = []
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                Route("/v1/models", self._models, methods=["GET"]),
-            ]
+        self.app = _WithTransport(
+            Starlette(
+                routes=[
+                    Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                    Route("/v1/models", self._models, methods=["GET"]),
+                ]
+            )
         )
 
     def push(self, *behaviours: Behaviour) -> OpenAIFake:
@@ -93,6 +149,13 @@ class OpenAIFake:
     @property
     def bodies(self) -> list[dict[str, Any]]:
         return [seen.body for seen in self.log]
+
+    def settled(self, timeout: float = 2.0) -> list[Seen]:
+        """The log once every request has ended (a hang-up is noticed a moment after it)."""
+        until = time.monotonic() + timeout
+        while any(seen.ended is None for seen in self.log) and time.monotonic() < until:
+            time.sleep(0.01)
+        return self.log
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": []})
@@ -104,6 +167,7 @@ class OpenAIFake:
             dict(request.headers),
             time.monotonic(),
             query=dict(request.query_params),
+            request=request,
         )
         self.log.append(seen)
         return seen
@@ -123,13 +187,19 @@ class OpenAIFake:
         return []
 
     async def _respond(self, body: dict[str, Any], model: str, seen: Seen) -> Response:
+        request = seen.request
+        assert request is not None, "log the request with _see() first"
         behaviour = self.script.popleft() if self.script else self.default
         if isinstance(behaviour, Hang):
-            await asyncio.sleep(behaviour.seconds)
+            await _hang(request, behaviour.seconds, seen)
             return JSONResponse({}, status_code=500)
+        if isinstance(behaviour, Reset):
+            await asyncio.sleep(behaviour.delay)
+            await _reset(request.scope, seen)
+            return Response(status_code=500)  # never reaches the client: the socket is gone
         if isinstance(behaviour, Fail):
             await asyncio.sleep(behaviour.delay)
-            seen.ended, seen.status = time.monotonic(), behaviour.status
+            seen.ended, seen.status, seen.outcome = time.monotonic(), behaviour.status, "fail"
             error = {
                 "message": behaviour.message,
                 "type": behaviour.type,
@@ -141,13 +211,27 @@ class OpenAIFake:
             )
         if isinstance(behaviour, Reply):
             await asyncio.sleep(behaviour.delay)
-            seen.ended, seen.status = time.monotonic(), 200
+            seen.ended, seen.status, seen.outcome = time.monotonic(), 200, "reply"
             return JSONResponse(self._decorate(_completion(behaviour, model)))
-        seen.status = 200
+        seen.status, seen.outcome = 200, "stream"
         return StreamingResponse(
-            self._stream(behaviour, model, bool(body.get("stream_options")), seen),
+            self._watched(
+                self._stream(behaviour, model, bool(body.get("stream_options")), seen), seen
+            ),
             media_type="text/event-stream",
         )
+
+    async def _watched(self, parts: AsyncIterator[bytes], seen: Seen) -> AsyncIterator[bytes]:
+        """A stream body that notes in the log when the client hung up on it."""
+        try:
+            async for part in parts:
+                yield part
+        except BaseException:  # the client went away mid-body: the stream task is cancelled
+            if seen.outcome == "stream":
+                seen.outcome = "hung_up"
+            raise
+        finally:
+            seen.ended = seen.ended or time.monotonic()
 
     async def _stream(self, spec: Stream, model: str, include_usage: bool, seen: Seen) -> Any:
         answered = spec.model or model
@@ -168,12 +252,19 @@ class OpenAIFake:
         yield chunk({"role": "assistant", "content": ""})
         for i, text in enumerate(spec.chunks):
             if spec.cut_after is not None and i >= spec.cut_after:
-                seen.ended = time.monotonic()
+                seen.ended, seen.outcome = time.monotonic(), "cut"
+                return
+            if spec.reset_after is not None and i >= spec.reset_after and seen.request:
+                await _reset(seen.request.scope, seen)
                 return
             if i and spec.between:
                 await asyncio.sleep(spec.between)
+            if spec.stall_after is not None and i == spec.stall_after:
+                await asyncio.sleep(spec.stall)
             if spec.malformed_after is not None and i == spec.malformed_after:
                 yield b"data: {not json\n\n"
+            if seen.first_chunk is None:
+                seen.first_chunk = time.monotonic()
             yield chunk({"content": text})
         for index, call in enumerate(spec.tool_calls or ()):
             args = call.get("arguments", "{}")
@@ -197,7 +288,46 @@ class OpenAIFake:
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
         if spec.done:
             yield b"data: [DONE]\n\n"
+        if spec.hold:
+            await asyncio.sleep(spec.hold)
         seen.ended = time.monotonic()
+
+
+class _WithTransport:
+    """Hands the connection's transport to the handlers (uvicorn's `send` is bound to its
+    request cycle, which holds it), so that `Reset` can cut the connection."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["fake.transport"] = getattr(getattr(send, "__self__", None), "transport", None)
+        await self.app(scope, receive, send)
+
+
+async def _hang(request: Request, seconds: float, seen: Seen) -> None:
+    """Say nothing; note when the client hung up (the gateway's per-attempt timeout)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if await request.is_disconnected():
+            seen.ended, seen.outcome = time.monotonic(), "hung_up"
+            return
+        await asyncio.sleep(0.01)
+    seen.ended, seen.outcome = time.monotonic(), "timeout"
+
+
+async def _reset(scope: Scope, seen: Seen) -> None:
+    """Abort the connection with a TCP RST (SO_LINGER 0), as a crashing upstream or a proxy does."""
+    transport = scope.get("fake.transport")
+    if transport is None:
+        raise RuntimeError("Reset needs uvicorn's transport; serve the fake with serve_app")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    seen.ended, seen.outcome = time.monotonic(), "reset"
+    await asyncio.sleep(0.05)  # let the server notice the connection is gone
 
 
 def _completion(reply: Reply, model: str) -> dict[str, Any]:
