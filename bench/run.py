@@ -10,7 +10,7 @@ each at 1, 16 and 64 connections for --duration seconds with wrk (Debian's packa
   gateway           llm-router, one worker, a one-target route through the openai adapter
   gateway-policy    the same, through a classify (rules) → failover route
   gateway-stream    the same target, streaming
-  gateway-traced    one-target route with tracing on, exporting to a local OTLP sink (when supported)
+  gateway-traced    one-target route, tracing on, exporting to a local OTLP sink
   gateway-2w        one-target route, --workers 2
   passthrough       a bare Starlette + httpx pass-through (what a minimal proxy costs)
   litellm           LiteLLM proxy, installed by this script into bench/.venv-litellm (--litellm)
@@ -50,7 +50,10 @@ COMPLETION = {
     "choices": [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": "Rain taps the window; the kettle answers."},
+            "message": {
+                "role": "assistant",
+                "content": "Rain taps the window; the kettle answers.",
+            },
             "finish_reason": "stop",
             "logprobs": None,
         }
@@ -60,10 +63,15 @@ COMPLETION = {
 
 
 def sse_body() -> str:
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-            "model": "gpt-4o-mini-2024-07-18"}
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini-2024-07-18",
+    }
     chunks = [{"role": "assistant", "content": ""}] + [
-        {"content": w} for w in ("Rain ", "taps ", "the ", "window; ", "the ", "kettle ", "answers.")
+        {"content": w}
+        for w in ("Rain ", "taps ", "the ", "window; ", "the ", "kettle ", "answers.")
     ]
     lines = []
     for delta in chunks:
@@ -115,11 +123,18 @@ def rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], *, ready: str, env: dict[str, str] | None = None,
-            cwd: Path | None = None, log: Path | None = None) -> Iterator[subprocess.Popen]:
+def process(
+    cmd: list[str],
+    *,
+    ready: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log: Path | None = None,
+) -> Iterator[subprocess.Popen]:
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         wait_ready(ready, proc)
         yield proc
@@ -142,7 +157,8 @@ def nginx(workdir: Path) -> Iterator[str]:
         sys.exit("nginx is needed: apt-get install nginx-light (or nginx)")
     port = free_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(textwrap.dedent(f"""
+    conf.write_text(
+        textwrap.dedent(f"""
         worker_processes 1;
         daemon off;
         pid {workdir}/nginx.pid;
@@ -164,9 +180,12 @@ def nginx(workdir: Path) -> Iterator[str]:
             }}
           }}
         }}
-    """))
-    with process([binary, "-c", str(conf), "-p", str(workdir)],
-                 ready=f"http://127.0.0.1:{port}/json/v1/chat/completions"):
+    """)
+    )
+    with process(
+        [binary, "-c", str(conf), "-p", str(workdir)],
+        ready=f"http://127.0.0.1:{port}/json/v1/chat/completions",
+    ):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -194,7 +213,9 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(url: str, body: dict, connections: int, duration: float) -> tuple[float, float, float, float, int]:
+def wrk(
+    url: str, body: dict, connections: int, duration: float
+) -> tuple[float, float, float, float, int]:
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
     script.write(
         'wrk.method = "POST"\n'
@@ -203,8 +224,18 @@ def wrk(url: str, body: dict, connections: int, duration: float) -> tuple[float,
     )
     script.close()
     threads = min(connections, 2)
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
-           "--timeout", "10s", "-s", script.name, url]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        script.name,
+        url,
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     out = run.stdout
     if "Requests/sec" not in out:
@@ -236,48 +267,80 @@ def gateway_config(upstream: str, *, tracing: str | None) -> str:
         "    failover: [fast, backup]",
     ]
     if tracing:
-        lines += ["tracing:", f"  exporter: otlp", f"  endpoint: '{tracing}'"]
+        lines += ["tracing:", "  exporter: otlp", f"  endpoint: '{tracing}'"]
     return "\n".join(lines) + "\n"
 
 
-def measure(name: str, url: str, body: dict, conns: list[int], duration: float,
-            pid: int | None, baseline: dict[int, float]) -> list[Result]:
+def measure(
+    name: str,
+    url: str,
+    body: dict,
+    conns: list[int],
+    duration: float,
+    pid: int | None,
+    baseline: dict[int, float],
+) -> list[Result]:
     results = []
     # Warm up: imports, pools, caches.
     subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-s", "/dev/null", url], capture_output=True)
     for c in conns:
         httpx.post(url, json=body, timeout=10)
         rps, p50, p90, p99, errors = wrk(url, body, c, duration)
-        result = Result(name, c, rps, p50, p90, p99, errors,
-                        rss_mb=rss_mb(pid) if pid else None)
+        result = Result(name, c, rps, p50, p90, p99, errors, rss_mb=rss_mb(pid) if pid else None)
         if c in baseline:
             result.added_p50_ms = round(p50 - baseline[c], 3)
         results.append(result)
-        print(f"  {name:16} c={c:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p90 {p90:7.2f}  "
-              f"p99 {p99:7.2f}  err {errors}"
-              + (f"  rss {result.rss_mb:.0f} MB" if result.rss_mb else ""), flush=True)
+        print(
+            f"  {name:16} c={c:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p90 {p90:7.2f}  "
+            f"p99 {p99:7.2f}  err {errors}"
+            + (f"  rss {result.rss_mb:.0f} MB" if result.rss_mb else ""),
+            flush=True,
+        )
     return results
 
 
-def gateway(workdir: Path, upstream: str, *, workers: int = 1, tracing: str | None = None,
-            python: str = sys.executable) -> contextlib.AbstractContextManager:
+def gateway(
+    workdir: Path,
+    upstream: str,
+    *,
+    workers: int = 1,
+    tracing: str | None = None,
+    python: str = sys.executable,
+) -> contextlib.AbstractContextManager:
     config = workdir / f"router-{workers}-{bool(tracing)}.yaml"
     config.write_text(gateway_config(upstream, tracing=tracing))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [python, "-m", "app.cli", "serve", "--config", str(config), "--port", str(port),
-           "--workers", str(workers), "--log-level", "warning"]
+    cmd = [
+        python,
+        "-m",
+        "app.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
 
     @contextlib.contextmanager
     def run() -> Iterator[tuple[str, int]]:
-        with process(cmd, ready=f"http://127.0.0.1:{port}/healthz", env=env, cwd=ROOT,
-                     log=workdir / f"gateway-{port}.log") as proc:
+        with process(
+            cmd,
+            ready=f"http://127.0.0.1:{port}/healthz",
+            env=env,
+            cwd=ROOT,
+            log=workdir / f"gateway-{port}.log",
+        ) as proc:
             yield f"http://127.0.0.1:{port}", proc.pid
 
     return run()
 
 
-PASSTHROUGH = '''
+PASSTHROUGH = """
 import httpx, sys
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -296,14 +359,14 @@ app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
 if __name__ == "__main__":
     import uvicorn
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-'''
+"""
 
 
 @contextlib.contextmanager
 def otlp_sink() -> Iterator[str]:
     """A collector that accepts and drops OTLP/HTTP traces (what a fast local collector costs)."""
     port = free_port()
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         import sys, uvicorn
         async def app(scope, receive, send):
             if scope["type"] != "http":
@@ -315,7 +378,7 @@ def otlp_sink() -> Iterator[str]:
                         "headers": [(b"content-type", b"application/x-protobuf")]})
             await send({"type": "http.response.body", "body": b""})
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-    ''')
+    """)
     with process([sys.executable, "-c", code, str(port)], ready=f"http://127.0.0.1:{port}/"):
         yield f"http://127.0.0.1:{port}/v1/traces"
 
@@ -353,8 +416,9 @@ def litellm_python() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--only", nargs="+", default=None)
@@ -365,9 +429,19 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
     if args.quick:
         args.duration = min(args.duration, 4)
-    wanted = set(args.only or ["upstream", "gateway", "gateway-policy", "gateway-stream",
-                               "gateway-traced", "gateway-2w", "passthrough"]
-                 + (["litellm"] if args.litellm else []))
+    wanted = set(
+        args.only
+        or [
+            "upstream",
+            "gateway",
+            "gateway-policy",
+            "gateway-stream",
+            "gateway-traced",
+            "gateway-2w",
+            "passthrough",
+        ]
+        + (["litellm"] if args.litellm else [])
+    )
     conns = args.connections
     results: list[Result] = []
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -383,32 +457,74 @@ def main() -> None:
         if wanted & {"gateway", "gateway-policy", "gateway-stream"}:
             with gateway(workdir, upstream) as (url, pid):
                 if "gateway" in wanted:
-                    results += measure("gateway", url + "/v1/chat/completions", body, conns,
-                                       args.duration, pid, baseline)
+                    results += measure(
+                        "gateway",
+                        url + "/v1/chat/completions",
+                        body,
+                        conns,
+                        args.duration,
+                        pid,
+                        baseline,
+                    )
                 if "gateway-policy" in wanted:
-                    results += measure("gateway-policy", url + "/v1/chat/completions",
-                                       {**body, "model": "policy"}, conns, args.duration, pid,
-                                       baseline)
+                    results += measure(
+                        "gateway-policy",
+                        url + "/v1/chat/completions",
+                        {**body, "model": "policy"},
+                        conns,
+                        args.duration,
+                        pid,
+                        baseline,
+                    )
                 if "gateway-stream" in wanted:
-                    results += measure("gateway-stream", url + "/v1/chat/completions",
-                                       {**body, "model": "stream", "stream": True}, conns,
-                                       args.duration, pid, {})
+                    results += measure(
+                        "gateway-stream",
+                        url + "/v1/chat/completions",
+                        {**body, "model": "stream", "stream": True},
+                        conns,
+                        args.duration,
+                        pid,
+                        {},
+                    )
         if "gateway-traced" in wanted and supports_tracing():
             with otlp_sink() as sink, gateway(workdir, upstream, tracing=sink) as (url, pid):
-                results += measure("gateway-traced", url + "/v1/chat/completions", body, conns,
-                                   args.duration, pid, baseline)
+                results += measure(
+                    "gateway-traced",
+                    url + "/v1/chat/completions",
+                    body,
+                    conns,
+                    args.duration,
+                    pid,
+                    baseline,
+                )
         if "gateway-2w" in wanted:
             with gateway(workdir, upstream, workers=2) as (url, pid):
-                results += measure("gateway-2w", url + "/v1/chat/completions", body, conns,
-                                   args.duration, pid, baseline)
+                results += measure(
+                    "gateway-2w",
+                    url + "/v1/chat/completions",
+                    body,
+                    conns,
+                    args.duration,
+                    pid,
+                    baseline,
+                )
         if "passthrough" in wanted:
             port = free_port()
             script = workdir / "passthrough.py"
             script.write_text(PASSTHROUGH)
-            with process([sys.executable, str(script), upstream, str(port)],
-                         ready=f"http://127.0.0.1:{port}/healthz") as proc:
-                results += measure("passthrough", f"http://127.0.0.1:{port}/v1/chat/completions",
-                                   body, conns, args.duration, proc.pid, baseline)
+            with process(
+                [sys.executable, str(script), upstream, str(port)],
+                ready=f"http://127.0.0.1:{port}/healthz",
+            ) as proc:
+                results += measure(
+                    "passthrough",
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    body,
+                    conns,
+                    args.duration,
+                    proc.pid,
+                    baseline,
+                )
         if "litellm" in wanted:
             python = litellm_python()
             config = workdir / "litellm.yaml"
@@ -416,29 +532,45 @@ def main() -> None:
             port = free_port()
             litellm = Path(python).parent / "litellm"
             env = {**os.environ, "LITELLM_LOG": "ERROR"}
-            with process([str(litellm), "--config", str(config), "--port", str(port),
-                          "--num_workers", "1"], ready=f"http://127.0.0.1:{port}/health/liveliness",
-                         env=env, log=workdir / "litellm.log") as proc:
+            with process(
+                [str(litellm), "--config", str(config), "--port", str(port), "--num_workers", "1"],
+                ready=f"http://127.0.0.1:{port}/health/liveliness",
+                env=env,
+                log=workdir / "litellm.log",
+            ) as proc:
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 results += measure("litellm", url, body, conns, args.duration, proc.pid, baseline)
-                results += measure("litellm-stream", url, {**body, "model": "stream",
-                                                           "stream": True},
-                                   conns, args.duration, proc.pid, {})
+                results += measure(
+                    "litellm-stream",
+                    url,
+                    {**body, "model": "stream", "stream": True},
+                    conns,
+                    args.duration,
+                    proc.pid,
+                    {},
+                )
     report(results)
 
 
 def report(results: list[Result]) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    (RESULTS / "latest.json").write_text(json.dumps(
-        {"when": stamp, "cpus": os.cpu_count(), "results": [asdict(r) for r in results]},
-        indent=2))
-    print("\n| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | RSS MB | errors |")
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {"when": stamp, "cpus": os.cpu_count(), "results": [asdict(r) for r in results]},
+            indent=2,
+        )
+    )
+    print(
+        "\n| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | RSS MB | errors |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        added = f"{r.added_p50_ms:.2f}" if r.added_p50_ms is not None else "–"
-        rss = f"{r.rss_mb:.0f}" if r.rss_mb else "–"
-        print(f"| {r.name} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
-              f"{r.p99_ms:.2f} | {added} | {rss} | {r.errors} |")
+        added = f"{r.added_p50_ms:.2f}" if r.added_p50_ms is not None else "-"
+        rss = f"{r.rss_mb:.0f}" if r.rss_mb else "-"
+        print(
+            f"| {r.name} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
+            f"{r.p99_ms:.2f} | {added} | {rss} | {r.errors} |"
+        )
     try:
         import matplotlib
 
@@ -452,11 +584,11 @@ def report(results: list[Result]) -> None:
     fig, ax = plt.subplots(figsize=(10, 5))
     width = 0.8 / max(1, len(conns))
     for i, c in enumerate(conns):
-        values = [next((r.rps for r in results if r.name == n and r.connections == c), 0)
-                  for n in names]
+        values = [
+            next((r.rps for r in results if r.name == n and r.connections == c), 0) for n in names
+        ]
         ax.bar([x + i * width for x in range(len(names))], values, width, label=f"{c} conns")
-    ax.set_xticks([x + width * (len(conns) - 1) / 2 for x in range(len(names))], names,
-                  rotation=20)
+    ax.set_xticks([x + width * (len(conns) - 1) / 2 for x in range(len(names))], names, rotation=20)
     ax.set_ylabel("requests/s (higher is better)")
     ax.set_title(f"llm-router benchmark, {os.cpu_count()} cores, {stamp}")
     ax.legend()

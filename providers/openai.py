@@ -13,6 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import httpx2
+
+try:  # the SDK's aiohttp transport (the `aiohttp` extra)
+    import aiohttp
+except ImportError:  # pragma: no cover
+    aiohttp = None  # type: ignore[assignment]
 import openai
 import orjson
 from openai._streaming import ServerSentEvent, SSEDecoder
@@ -307,8 +312,10 @@ def map_openai_error(exc: openai.OpenAIError, *, provider: str, model: str) -> P
     def make(kind: ErrorKind, message: str, **kw: Any) -> ProviderError:
         return ProviderError(kind, message, provider=provider, model=model, **kw)
 
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _dropped_connection(exc):
         return make(ErrorKind.TIMEOUT, "the provider did not answer in time")
+    if isinstance(exc, openai.APITimeoutError):
+        return make(ErrorKind.SERVER_ERROR, "the provider closed the connection")
     if isinstance(exc, openai.APIConnectionError):
         return make(ErrorKind.SERVER_ERROR, "could not connect to the provider")
     if isinstance(exc, openai.APIStatusError):
@@ -379,3 +386,19 @@ def http_client(transport: str, max_connections: int) -> Any:
         except RuntimeError:  # the aiohttp extra is not installed
             pass
     return openai.DefaultAsyncHttpxClient(limits=limits)
+
+
+def _dropped_connection(exc: BaseException) -> bool:
+    """True when a "timeout" is really a dropped connection.
+
+    The SDK's aiohttp transport reports every aiohttp connection error, a reset or a server
+    closing the socket included, as a connect timeout; the cause chain still tells them apart.
+    """
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, TimeoutError):
+            return False
+        if aiohttp is not None and isinstance(cause, aiohttp.ClientConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
