@@ -20,7 +20,13 @@ def get_gateway(request: Request) -> Gateway:
     return pinned_gateway(request.scope) or request.app.state.gateway
 
 
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+async def _gateway(request: Request) -> Gateway:
+    # A dependency: async, because FastAPI runs a plain `def` one in a thread pool, which
+    # costs a thread hand-off on every request.
+    return get_gateway(request)
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
 def caller_key(request: Request) -> str | None:
@@ -50,7 +56,7 @@ async def authenticate(request: Request) -> None:
     quota.bind(caller, gateway.state)
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Admin endpoints take the admin key (`server.admin_key`) and refuse callers' keys. With
     no admin key configured they are open only while caller auth is off too (local use)."""
     callers = get_gateway(request).callers
