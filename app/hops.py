@@ -34,10 +34,10 @@ from app.spans import (
     ROUTE,
     TARGETS,
     RouteTracer,
-    advance,
     current,
     ended,
     scalar,
+    spanned,
 )
 
 # ---- the route ----------------------------------------------------------------------------------
@@ -129,28 +129,11 @@ class TracedRoute(Node):
         tracer = call.tracer
         if tracer is None:
             return self.inner.stream(call)
-        return self._stream(call, tracer)
-
-    async def _stream(self, call: Call, tracer: RouteTracer) -> AsyncIterator[StreamEvent]:
-        span = self._start(call, tracer)
-        events = self.inner.stream(call)
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    event = await advance(span, events)
-                except StopAsyncIteration:
-                    break
-                yield event
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            try:
-                with current(span):
-                    await events.aclose()  # type: ignore[attr-defined]
-            finally:
-                self._finish(span, call, error)
+        return spanned(
+            lambda: self._start(call, tracer),
+            lambda: self.inner.stream(call),
+            lambda span, error: self._finish(span, call, error),
+        )
 
 
 # ---- policy nodes ---------------------------------------------------------------------------
@@ -231,29 +214,12 @@ class TracedPolicy(Node):
         tracer = call.tracer
         if tracer is None:
             return self.inner.stream(call)
-        return self._stream(call, tracer)
-
-    async def _stream(self, call: Call, tracer: RouteTracer) -> AsyncIterator[StreamEvent]:
-        span = self._start(tracer)
         first = len(call.decisions)
-        events = self.inner.stream(call)
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    event = await advance(span, events)
-                except StopAsyncIteration:
-                    break
-                yield event
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            try:
-                with current(span):
-                    await events.aclose()  # type: ignore[attr-defined]
-            finally:
-                self._finish(span, call, first, error)
+        return spanned(
+            lambda: self._start(tracer),
+            lambda: self.inner.stream(call),
+            lambda span, error: self._finish(span, call, first, error),
+        )
 
 
 def traced_policy(key: str, node: Node) -> Node:

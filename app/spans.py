@@ -11,7 +11,7 @@ away): each wrapper ends its span in a `finally` that runs on `aclose()`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -79,6 +79,34 @@ def current(span: Span) -> Iterator[None]:
 async def advance(span: Span, events: AsyncIterator[T]) -> T:
     with current(span):
         return await anext(events)
+
+
+async def spanned(
+    start: Callable[[], Span],
+    open_events: Callable[[], AsyncIterator[T]],
+    finish: Callable[[Span, BaseException | None], None],
+) -> AsyncIterator[T]:
+    """A stream as one span: started at the first step, current at every step (never across a
+    yield), current while the stream is closed, and finished once however the stream ends."""
+    span = start()
+    events = open_events()
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                event = await advance(span, events)
+            except StopAsyncIteration:
+                break
+            yield event
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        try:
+            with current(span):
+                await events.aclose()  # type: ignore[attr-defined]
+        finally:
+            finish(span, error)
 
 
 def scalar(value: Any) -> bool:
