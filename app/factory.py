@@ -17,7 +17,7 @@ from app.reload import Loader, Reloader
 from app.telemetry import RecordRequests, Telemetry
 from app.tracing import Tracing
 from app.tracing_http import RequestSpans
-from routers import admin, anthropic_compat, chat, errors, health, openai_compat, ops
+from routers import admin, anthropic_compat, chat, errors, health, openai_compat, ops, schemas
 
 
 def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
@@ -70,4 +70,5 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     app.include_router(anthropic_compat.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
+    schemas.install(app)  # the OpenAPI document declares what the endpoints really answer
     return app
