@@ -150,7 +150,7 @@ def test_every_operation_answers_as_documented(served: tuple[str, Any], mode: st
             statuses[status] = statuses.get(status, 0) + count
     if mode == "positive":
         # The runs reached the routing tree, and through it the failing upstream.
-        assert statuses.get(200, 0) > 100, statuses
+        assert statuses.get(200, 0) > 50, statuses
         assert statuses.keys() & {502, 504, 529}, statuses
     else:
         assert statuses.get(400, 0) > 50, statuses
