@@ -45,7 +45,7 @@ def test_memory_fds_and_tasks_are_flat_after_warmup(report: SoakReport) -> None:
 
 def test_the_soak_traffic_was_served(report: SoakReport) -> None:
     # Faults are simulated behind a failover with a retry: callers see answers or typed errors.
-    assert set(report.statuses) <= {200, 429, 502}, report.statuses
+    assert set(report.statuses) <= {200, 429, 502, 529}, report.statuses
     assert report.statuses.get(200, 0) > 0.95 * sum(report.statuses.values())
 
 
