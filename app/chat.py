@@ -25,8 +25,71 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
+def valid_unicode(value: Any) -> Any:
+    """`value`, refused when any string in it is not valid Unicode: JSON can carry a lone
+    surrogate (`"\\udc00"`), but no provider's wire, log or span can."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (it holds a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            valid_unicode(key)
+            valid_unicode(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            valid_unicode(item)
+    return value
+
+
+def _message_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of a message says what `_check_role_fields` enforces, one shape a role,
+    so that the OpenAPI document describes exactly the messages the gateway accepts."""
+    props = schema["properties"]
+    text_parts = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+        },
+    }
+    content = {"anyOf": [{"type": "string"}, text_parts]}
+    nullable_content = {"anyOf": [*content["anyOf"], {"type": "null"}]}
+    name = props["name"]
+    no_calls = {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}
+    shapes = [
+        ({"enum": ["system", "user"]}, {"content": content, "tool_calls": no_calls}, ["content"]),
+        (
+            {"const": "assistant"},
+            {"content": nullable_content, "tool_calls": props["tool_calls"]},
+            [],
+        ),
+        (
+            {"const": "tool"},
+            {
+                "content": nullable_content,
+                "tool_call_id": {"type": "string", "minLength": 1},
+                "tool_calls": no_calls,
+            },
+            ["tool_call_id"],
+        ),
+    ]
+    schema.pop("properties")
+    schema.pop("required", None)
+    schema["oneOf"] = [
+        {
+            "type": "object",
+            "properties": {"role": role, "name": name, **fields},
+            "required": ["role", *required],
+        }
+        for role, fields, required in shapes
+    ]
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_message_schema)
 
     role: Role
     content: str | None = None
@@ -46,6 +109,11 @@ class Message(BaseModel):
                 texts.append(str(part.get("text", "")))
             return "".join(texts)
         return value
+
+    @field_validator("content", "name", "tool_call_id", mode="after")
+    @classmethod
+    def _unicode(cls, value: str | None) -> str | None:
+        return valid_unicode(value)
 
     @model_validator(mode="after")
     def _check_role_fields(self) -> Message:
@@ -96,6 +164,11 @@ class ChatRequest(BaseModel):
     @classmethod
     def _stop_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("route", "stop", "user", "metadata", "tools", "tool_choice", mode="before")
+    @classmethod
+    def _unicode(cls, value: Any) -> Any:
+        return valid_unicode(value)
 
 
 class Usage(BaseModel):

@@ -86,6 +86,8 @@ class ServerConfig(_Strict):
     keys: list[CallerKeyConfig] = Field(default_factory=list)
     admin_key: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_messages: int = Field(default=1000, gt=0)  # per request; more: 413
+    max_header_bytes: int = Field(default=16_384, gt=0)  # all request headers together; more: 431
     request_timeout_s: float = Field(default=300.0, gt=0)  # overall deadline per request
     drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: in-flight requests finish
 
@@ -242,6 +244,9 @@ def parse_config(
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem("", f"not valid YAML: {reason}", line)]) from None
     if root is not None:
+        if _expanded_size(root) > MAX_VALUES:
+            message = f"the file expands to more than {MAX_VALUES} values (through its aliases)"
+            raise ConfigError([Problem("", message)])
         _walk(root, (), lines)
     if data is None:
         data = {}
@@ -268,6 +273,30 @@ def parse_config(
     if problems:
         raise ConfigError(problems)
     return config
+
+
+MAX_VALUES = 100_000  # a config is small; an alias bomb ("billion laughs") is refused
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document holds once its aliases are expanded, counted over the
+    node graph (each shared node once, times its uses) without expanding anything."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int = 0) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > 200:  # nested deeper than any config: as good as too big
+            return MAX_VALUES + 1
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        sizes[id(node)] = total = min(total, MAX_VALUES + 1)
+        return total
+
+    return size(root)
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> RouterConfig:

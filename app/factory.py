@@ -13,12 +13,22 @@ from app import __version__
 from app.config import RouterConfig, load_config
 from app.gateway import Gateway
 from app.lifecycle import InFlight, Lifecycle, signal_handlers
-from app.limits import BodyLimit
+from app.limits import BodyLimit, HeaderLimit
 from app.reload import Loader, Reloader
 from app.telemetry import RecordRequests, Telemetry
 from app.tracing import Tracing
 from app.tracing_http import RequestSpans
-from routers import admin, anthropic_compat, chat, console, errors, health, openai_compat, ops
+from routers import (
+    admin,
+    anthropic_compat,
+    chat,
+    console,
+    errors,
+    health,
+    openai_compat,
+    ops,
+    schemas,
+)
 
 
 def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
@@ -63,6 +73,7 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     app.state.inflight = InFlight()
     app.state.reloader = Reloader(app.state, reload)
     app.add_middleware(BodyLimit, limit=lambda: app.state.gateway.config.server.max_body_bytes)
+    app.add_middleware(HeaderLimit, limit=lambda: app.state.gateway.config.server.max_header_bytes)
     app.add_middleware(Lifecycle, state=app.state)  # refuses while draining
     app.state.telemetry = Telemetry(lambda: app.state.gateway)
     app.add_middleware(RecordRequests, telemetry=app.state.telemetry)
@@ -76,4 +87,5 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(ops.router)
     app.include_router(console.router)
+    schemas.install(app)  # the OpenAPI document declares what the endpoints really answer
     return app

@@ -15,7 +15,9 @@ from app.bulkhead import Bulkhead
 from app.callers import Callers
 from app.chat import ChatRequest
 from app.config import ConfigError, Problem, RouterConfig
+from app.errors import PayloadTooLarge
 from app.hops import TracedRoute
+from app.redact import RedactingProvider, Redactor, secrets_of
 from app.routing import Call, Node
 from app.spans import RouteTracer
 from app.state import StateStore, open_store
@@ -70,6 +72,8 @@ class Gateway:
                 )
         if problems:
             raise ConfigError(problems)
+        redactor = Redactor(secrets_of(config))  # an upstream quoting a key: scrubbed
+        providers = {name: RedactingProvider(p, redactor) for name, p in providers.items()}
         for name, provider in providers.items():
             limit = config.providers[name].max_concurrency
             if limit is not None:
@@ -91,6 +95,12 @@ class Gateway:
         return [(n, "route") for n in self.routes] + [(n, "model") for n in self.config.models]
 
     def new_call(self, request: ChatRequest, headers: Mapping[str, str] | None = None) -> Call:
+        limit = self.config.server.max_messages
+        if len(request.messages) > limit:
+            raise PayloadTooLarge(
+                f"the request has {len(request.messages)} messages; at most {limit} are accepted",
+                code="too_many_messages",
+            )
         deadline = time.monotonic() + self.config.server.request_timeout_s
         call = Call(request, headers=headers, env=self.env, deadline=deadline)
         call.tracer = self.tracer

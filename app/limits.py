@@ -1,4 +1,5 @@
-"""Request body limit as plain ASGI middleware: refused before the body is read into memory."""
+"""Request limits as plain ASGI middleware: a body refused before it is read into memory, and
+headers refused before any endpoint sees them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, RouterError
 
 
 class BodyLimit:
@@ -72,6 +73,49 @@ async def _refuse(send: Send, limit: int) -> None:
         {
             "type": "http.response.start",
             "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HeadersTooLarge(RouterError):
+    type, status = "invalid_request", 431
+
+
+class HeaderLimit:
+    """431 when the request's headers, names and values together, exceed `limit()` bytes (the
+    HTTP server's own bound comes first: this one is the config's, the same under any server)."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+            limit = self.limit()
+            if size > limit:
+                error = HeadersTooLarge(
+                    f"the request headers are larger than {limit} bytes", code="headers_too_large"
+                )
+                await _send_error(send, error)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, error: RouterError) -> None:
+    import json
+
+    body = json.dumps(error.body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -35,6 +35,7 @@ from app.instrumentors import (
     families_by_sdk,
     install,
 )
+from app.redact import RedactingExporter, Redactor, secrets_of
 from app.spans import RouteTracer
 from providers.base import ProviderConfig
 
@@ -119,6 +120,8 @@ class Tracing:
         if problems:
             raise ConfigError(problems)
         exporter, destination = _exporter(config, env)
+        if exporter is not None:  # what an upstream quoted of a key never leaves in a span
+            exporter = RedactingExporter(exporter, Redactor(secrets_of(config, dict(providers))))
         resource = Resource.create(
             {
                 "service.name": "llm-router",

@@ -9,11 +9,15 @@ from fastapi import APIRouter, Depends, Request
 from app.config import ConfigError
 from app.errors import InvalidRequest
 from routers.deps import require_admin
+from routers.schemas import EDGE, Reloaded, errors
 
 router = APIRouter(dependencies=[Depends(require_admin)])
 
 
-@router.post("/admin/reload")
+@router.post(
+    "/admin/reload",
+    responses={200: {"model": Reloaded}, **errors(400, 401, 403, 500, *EDGE)},
+)
 async def reload(request: Request) -> dict[str, Any]:
     """Re-read the config; an invalid one is refused with its problems, the old one serving."""
     try:

@@ -40,6 +40,13 @@ from routers.common import (
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
 from routers.errors import upstream_failure
+from routers.schemas import (
+    ANTHROPIC_EVENT,
+    AnthropicMessage,
+    TokenCount,
+    anthropic_errors,
+    json_and_sse,
+)
 
 router = APIRouter(route_class=AnthropicRoute, dependencies=[Depends(authenticate)])
 
@@ -61,7 +68,15 @@ def _usage(call: Call) -> dict[str, Any]:
     return out
 
 
-@router.post("/v1/messages")
+@router.post(
+    "/v1/messages",
+    responses={
+        **json_and_sse(
+            AnthropicMessage, "Anthropic's Message, or with `stream` its events", ANTHROPIC_EVENT
+        ),
+        **anthropic_errors(400, 402, 404, 504, 529),
+    },
+)
 async def messages(body: MessagesRequest, request: Request, gateway: GatewayDep) -> Any:
     node = resolve_node(gateway, body.model)
     call = gateway.new_call(_canonical(body), request.headers)
@@ -91,7 +106,13 @@ async def messages(body: MessagesRequest, request: Request, gateway: GatewayDep)
     return JSONResponse(result, headers=router_headers(call, body.model))
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post(
+    "/v1/messages/count_tokens",
+    responses={
+        200: {"model": TokenCount},
+        **anthropic_errors(400, 404),
+    },
+)
 async def count_tokens(body: CountTokensRequest, gateway: GatewayDep) -> JSONResponse:
     """No provider is asked: the count is the gateway's estimate, and says so."""
     resolve_node(gateway, body.model)

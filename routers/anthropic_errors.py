@@ -17,9 +17,10 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from app.errors import ErrorKind, InternalError, RouterError
-from routers.errors import invalid_request_of
+from routers.errors import http_error, invalid_request_of
 
 log = logging.getLogger("llm_router")
 
@@ -74,6 +75,8 @@ class AnthropicRoute(APIRoute):
                 return anthropic_error_response(error)
             except RequestValidationError as exc:
                 return anthropic_error_response(invalid_request_of(exc))
+            except HTTPException as exc:  # FastAPI's own refusals, e.g. a body it cannot parse
+                return anthropic_error_response(http_error(exc))
             except Exception as exc:
                 # Type only: a message or traceback could carry a secret from a provider's SDK.
                 log.error("internal error on %s: %s", request.url.path, type(exc).__name__)

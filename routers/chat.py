@@ -23,6 +23,7 @@ from routers.common import (
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
 from routers.errors import upstream_failure
+from routers.schemas import CHAT, CHAT_EVENT, ChatResponse, errors, json_and_sse
 
 router = APIRouter(dependencies=[Depends(authenticate)])
 
@@ -52,7 +53,13 @@ def _summary(call: Call, route: str, chat_id: str, started: float) -> dict[str, 
     return body
 
 
-@router.post("/v1/chat")
+@router.post(
+    "/v1/chat",
+    responses={
+        **json_and_sse(ChatResponse, "The answer, or with `stream` its events", CHAT_EVENT),
+        **errors(*CHAT),
+    },
+)
 async def chat(body: ChatRequest, request: Request, gateway: GatewayDep) -> Any:
     started = time.perf_counter()
     node = resolve_node(gateway, body.route)

@@ -81,6 +81,15 @@ def invalid_request_of(exc: RequestValidationError) -> InvalidRequest:
     return InvalidRequest(message, details={"problems": problems})
 
 
+def http_error(exc: StarletteHTTPException) -> RouterError:
+    """A refusal raised by FastAPI or Starlette themselves (a body that cannot be parsed, a
+    method not allowed), in the gateway's taxonomy."""
+    error = RouterError(str(exc.detail), code=f"http_{exc.status_code}")
+    error.status = exc.status_code
+    error.type = "invalid_request" if exc.status_code < 500 else "internal"
+    return error
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RouterError)
     async def _router_error(request: Request, exc: RouterError) -> JSONResponse:
@@ -94,10 +103,7 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(NotFound(f"no endpoint {request.method} {request.url.path}"))
-        error = RouterError(str(exc.detail), code=f"http_{exc.status_code}")
-        error.status = exc.status_code
-        error.type = "invalid_request" if exc.status_code < 500 else "internal"
-        return error_response(error)
+        return error_response(http_error(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

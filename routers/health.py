@@ -5,15 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from routers.schemas import Health, Ready
+
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={200: {"model": Ready}, 503: {"model": Ready, "description": "Not ready"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     gateway = getattr(state, "gateway", None)

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.chat import (
     ChatRequest,
@@ -37,6 +38,7 @@ from routers.common import (
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
 from routers.errors import upstream_failure
+from routers.schemas import AUTHED, CHAT, ChatCompletion, ModelList, errors, json_and_sse
 
 router = APIRouter(dependencies=[Depends(authenticate)])
 
@@ -68,6 +70,12 @@ class ChatCompletionRequest(BaseModel):
     def canonical(self) -> ChatRequest:
         if self.n != 1:
             raise InvalidRequest("only n=1 is supported", code="unsupported_parameter")
+        try:
+            return self._canonical()
+        except ValidationError as exc:  # a field the canonical request refuses
+            raise RequestValidationError(exc.errors()) from None
+
+    def _canonical(self) -> ChatRequest:
         return ChatRequest(
             route=self.model,
             messages=self.messages,
@@ -97,7 +105,13 @@ def _usage(call: Call) -> dict[str, Any]:
     return result
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    responses={
+        **json_and_sse(ChatCompletion, "OpenAI's completion, or with `stream` its chunks"),
+        **errors(*CHAT),
+    },
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, gateway: GatewayDep
 ) -> Any:
@@ -211,7 +225,7 @@ async def _stream(
     yield b"data: [DONE]\n\n"
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses={200: {"model": ModelList}, **errors(*AUTHED)})
 async def list_models(gateway: GatewayDep) -> dict[str, Any]:
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": f"llm-router:{kind}"}

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from app.metrics import CONTENT_TYPE
 from app.telemetry import Telemetry
 from routers.deps import authenticate
+from routers.schemas import AUTHED, Stats, errors
 
 router = APIRouter()
 
@@ -27,6 +28,10 @@ async def metrics(request: Request) -> Response:
     return Response(_telemetry(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
 
-@router.get("/v1/stats", dependencies=[Depends(authenticate)])
+@router.get(
+    "/v1/stats",
+    dependencies=[Depends(authenticate)],
+    responses={200: {"model": Stats}, **errors(*AUTHED)},
+)
 async def stats(request: Request) -> dict[str, Any]:
     return {"pid": os.getpid(), **_telemetry(request).stats.report()}
