@@ -47,6 +47,7 @@ from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node, StreamLimits, Target
 from app.state import BreakerState, MemoryStore, StateStore
 from policies.base import Builder, Loc, NodeSpec, Policy, PolicyConfig
+from policies.buffered import buffered
 from policies.continuation import Chain, spliced
 from policies.hedge import Hedging, open_hedged
 
@@ -84,11 +85,18 @@ class FailoverConfig(PolicyConfig):
     deadline_s: float | None = Field(default=None, gt=0)
     # Streams: at the first-token deadline, start the next target alongside (policies/hedge.py).
     hedge: bool = False
+    # Streams: hold every event until the answer is whole, so a failure restarts cleanly on the
+    # next target (policies/buffered.py).
+    buffer: bool = False
 
     @model_validator(mode="after")
     def _hedge_needs_a_deadline(self) -> FailoverConfig:
         if self.hedge and self.first_token_timeout_s is None:
             raise ValueError("hedge needs first_token_timeout_s: the deadline that starts a hedge")
+        if self.hedge and self.buffer:
+            raise ValueError(
+                "hedge and buffer exclude each other: a buffered stream has no first token"
+            )
         return self
 
     @field_validator("retry_on")
@@ -410,6 +418,11 @@ class Failover(Node):
         saved = call.deadline, call.stream_limits
         self._narrow(call)  # the continuation below is bound by this policy's limits too
         try:
+            if self.config.buffer:
+                _index, held = await self._run(call, lambda child: buffered(child, call))
+                for event in held:
+                    yield event
+                return
             if self.config.hedge:
                 index, events, first = await self._open_hedged(call)
             else:
