@@ -260,7 +260,8 @@ def _combined(call: Call, finish: StreamFinish, spent: _Spent) -> StreamFinish:
 def _decide(
     call: Call, chain: Chain, hops: list[dict[str, Any]], outcome: str, **extra: Any
 ) -> None:
-    call.decide("continuation", chain.path, outcome, hops=hops, **extra)
+    # Its own place under the policy: the failover span keeps the failover decision.
+    call.decide("continuation", f"{chain.path}.continuation", outcome, hops=hops, **extra)
 
 
 def _fail_last_attempt(call: Call, node: Node, error: ProviderError) -> None:

@@ -385,7 +385,7 @@ class Failover(Node):
         except ProviderError as error:
             self._record(call, "exhausted", first_attempt, hedging.skipped, [])
             if hedging.hedges:
-                call.decide("hedge", self.path, "failed", hedges=hedging.hedges)
+                call.decide("hedge", f"{self.path}.hedge", "failed", hedges=hedging.hedges)
             if error.kind.client_fault:
                 raise
             raise self._exhausted(error, hedging.skipped) from None
@@ -394,7 +394,7 @@ class Failover(Node):
             call.serving = winner
         self._record(call, winner.label, first_attempt, hedging.skipped, [])
         if hedging.hedges:
-            call.decide("hedge", self.path, winner.label, hedges=hedging.hedges)
+            call.decide("hedge", f"{self.path}.hedge", winner.label, hedges=hedging.hedges)
         return index, events, first
 
     # -- the node interface -----------------------------------------------------------------

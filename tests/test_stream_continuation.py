@@ -28,6 +28,7 @@ from tests.test_failover_faults import (
     Fakes,
     fakes,  # noqa: F401 - the fixture (used by name)
 )
+from tests.tracing_helpers import Traced, children, collector, one, traced  # noqa: F401
 
 KNOWN = ["The ", "quick ", "brown ", "fox ", "jumps ", "over ", "the ", "lazy ", "dog."]
 TEXT = "".join(KNOWN)
@@ -218,3 +219,33 @@ def test_claude_continues_a_prefill_it_needs_trimmed(stack, serve_gateway) -> No
         "content": [{"type": "text", "text": "The quick"}],
     }
     assert events[-1]["type"] == "end" and events[-1]["target"] == "sonnet"
+
+
+def test_the_trace_shows_each_hop(stack, traced) -> None:
+    primary, backup = OpenAIFake("primary"), OpenAIFake("backup")
+    primary.push(Stream(chunks=KNOWN, cut_after=4))
+    backup.push(Stream(chunks=KNOWN, continues=True))
+    urls = {
+        name: stack.enter_context(serve_app(f.app)) for name, f in [("p", primary), ("b", backup)]
+    }
+    gw: Traced = traced(
+        f"""
+providers:
+  primary: {{type: openai, base_url: "{urls["p"]}/v1", api_key: sk-p}}
+  backup: {{type: openai, base_url: "{urls["b"]}/v1", api_key: sk-b}}
+models:
+  smart: {{provider: primary, model: gpt-4o}}
+  cheap: {{provider: backup, model: gpt-4o-mini, supports_prefill: true}}
+routes:
+  default: {{failover: {{chain: [smart, cheap]}}}}
+"""
+    )
+    response = httpx.post(gw.url + "/v1/chat", json=STREAM, timeout=10)
+    assert text_of(sse_events(response)) == TEXT
+    spans = gw.spans(response.headers["x-trace-id"], 7)
+    policy = one(spans, "policy failover")
+    assert policy.attributes["router.outcome"] == "smart"  # the failover decision, unmasked
+    cut, continued = [s for s in children(spans, policy) if s.name.startswith("attempt")]
+    assert (cut.name, continued.name) == ("attempt smart", "attempt cheap")
+    assert cut.attributes["provider.success"] is False
+    assert continued.attributes["provider.success"] is True
