@@ -74,7 +74,10 @@ def can_continue(node: Node) -> bool:
 
 def prefilled(request: ChatRequest, delivered: str) -> ChatRequest:
     """The request again, ending in an assistant message that holds the delivered text (joined
-    to the caller's own prefill, when the request already ends in one)."""
+    to the caller's own prefill, when the request already ends in one). Nothing delivered:
+    the request as it was (a restart is then no repetition)."""
+    if not delivered:
+        return request
     messages = list(request.messages)
     last = messages[-1]
     if last.role == "assistant" and not last.tool_calls:
