@@ -141,6 +141,7 @@ async def spliced(
                 model=finish.model,
             )
             _fail_last_attempt(call, chain.nodes[index], failure)
+            call.answer = None  # it did not answer: the continuing model is named from here
         if failure is None:
             if finish is None:
                 return

@@ -99,24 +99,25 @@ def test_a_cut_stream_is_continued_on_the_openai_endpoint(fakes: Fakes, cut: int
     primary.push(Stream(chunks=KNOWN, cut_after=cut))
     backup.push(Stream(chunks=KNOWN, continues=True, usage=(20, 5)))
     client = openai.OpenAI(base_url=gateway(models=PREFILL_MODELS) + "/v1", api_key="x")
-    received: list[str] = []
-    models: set[str] = set()
+    received: list[tuple[str, str]] = []  # (the model a chunk names, its text)
     finishes: list[str] = []
     usage = None
     chunks = client.chat.completions.create(
         model="default", stream=True, stream_options={"include_usage": True}, **ASK
     )
     for chunk in chunks:
-        models.add(chunk.model)
-        received.extend(c.delta.content or "" for c in chunk.choices)
+        received.extend((chunk.model, c.delta.content) for c in chunk.choices if c.delta.content)
         finishes.extend(c.finish_reason for c in chunk.choices if c.finish_reason)
         usage = chunk.usage or usage
-    assert "".join(received) == TEXT
+    assert "".join(text for _model, text in received) == TEXT
     assert finishes == ["stop"]
     assert usage is not None and usage.completion_tokens == 5 + estimate_tokens(
         "".join(KNOWN[:cut])
     )
-    assert "gpt-4o-mini" in models  # the continuing model is named once it answers
+    # Every chunk names the model that wrote it.
+    assert [model for model, _text in received] == ["gpt-4o"] * cut + ["gpt-4o-mini"] * (
+        len(KNOWN) - cut
+    )
 
 
 def test_a_reset_mid_body_is_continued(fakes: Fakes) -> None:
