@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from app.chat import Completion, StreamEvent, StreamFinish, Usage
-from app.errors import ProviderError
+from app.errors import ErrorKind, ProviderError
 from app.honeyhive import EVENT_TYPE
 from app.spans import (
     ATTEMPT,
@@ -133,6 +133,8 @@ class AttemptSpan:
                 last = time.perf_counter()
                 if isinstance(event, StreamFinish):
                     self._succeeded(event.usage, event.model)
+                    if event.truncated:  # spent tokens, but never a complete answer
+                        self._failed(_TRUNCATED, last, timeout_s)
                     finished = True
                 yield event
         except BaseException as exc:
@@ -146,6 +148,9 @@ class AttemptSpan:
                 if error is not None and not (finished and isinstance(error, GeneratorExit)):
                     self._failed(error, last, timeout_s)
                 self.span.end()
+
+
+_TRUNCATED = ProviderError(ErrorKind.SERVER_ERROR, "the provider's stream ended before its finish")
 
 
 class _Untraced:

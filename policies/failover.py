@@ -13,12 +13,15 @@ What each upstream fault gets (every retry through tenacity, within `retries` pe
   goes back as a 400.
 - anything else (authentication, unknown model): move on.
 
-A stream fails over only until its first event has reached the caller; `first_token_timeout_s`
-and `idle_timeout_s` bound the wait for the first token and the silence between chunks for
-every target below. `deadline_s` bounds the whole policy (attempts and waits) within the
-request's own deadline. With `circuit_breaker`, each target has a breaker (kept in the state
-store, `app/state.py`, so shared by every route that names the target and by replicas): a target
-that keeps failing is skipped without a call until a probe after the cooldown finds it back.
+A stream fails over until its first event has reached the caller; after that, a failure (a cut, a
+stall, an error event) is continued from the text delivered on the next target whose alias
+`supports_prefill` (policies/continuation.py), or ends the stream with an error.
+`first_token_timeout_s` and `idle_timeout_s` bound the wait for the first token and the silence
+between chunks for every target below. `deadline_s` bounds the whole policy (attempts and waits)
+within the request's own deadline. With `circuit_breaker`, each target has a breaker (kept in the
+state store, `app/state.py`, so shared by every route that names the target and by replicas): a
+target that keeps failing is skipped without a call until a probe after the cooldown finds it
+back.
 
 Every attempt is recorded on the call (target, error kind, status, latency) and in the policy's
 decision, with the targets skipped and the waits between retries.
@@ -30,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -44,6 +47,9 @@ from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node, StreamLimits, Target
 from app.state import BreakerState, MemoryStore, StateStore
 from policies.base import Builder, Loc, NodeSpec, Policy, PolicyConfig
+from policies.buffered import buffered
+from policies.continuation import Chain, spliced
+from policies.hedge import Hedging, open_hedged
 
 T = TypeVar("T")
 
@@ -77,6 +83,21 @@ class FailoverConfig(PolicyConfig):
     first_token_timeout_s: float | None = Field(default=None, gt=0)
     idle_timeout_s: float | None = Field(default=None, gt=0)
     deadline_s: float | None = Field(default=None, gt=0)
+    # Streams: at the first-token deadline, start the next target alongside (policies/hedge.py).
+    hedge: bool = False
+    # Streams: hold every event until the answer is whole, so a failure restarts cleanly on the
+    # next target (policies/buffered.py).
+    buffer: bool = False
+
+    @model_validator(mode="after")
+    def _hedge_needs_a_deadline(self) -> FailoverConfig:
+        if self.hedge and self.first_token_timeout_s is None:
+            raise ValueError("hedge needs first_token_timeout_s: the deadline that starts a hedge")
+        if self.hedge and self.buffer:
+            raise ValueError(
+                "hedge and buffer exclude each other: a buffered stream has no first token"
+            )
+        return self
 
     @field_validator("retry_on")
     @classmethod
@@ -352,6 +373,30 @@ class Failover(Node):
             detail["waited_ms"] = round(sum(w["wait_ms"] for w in waits), 1)
         call.decide("failover", self.path, outcome, **detail)
 
+    async def _open_hedged(self, call: Call) -> tuple[int, AsyncIterator[StreamEvent], StreamEvent]:
+        """Open the stream racing a late first token against the next target (policies/hedge.py)."""
+        assert self.config.first_token_timeout_s is not None  # checked at load
+        first_attempt = len(call.attempts)
+        hedging = Hedging(
+            self.chain, self.path, self.config.first_token_timeout_s, self._allowed, self._verdict
+        )
+        try:
+            index, events, first = await open_hedged(hedging, call)
+        except ProviderError as error:
+            self._record(call, "exhausted", first_attempt, hedging.skipped, [])
+            if hedging.hedges:
+                call.decide("hedge", f"{self.path}.hedge", "failed", hedges=hedging.hedges)
+            if error.kind.client_fault:
+                raise
+            raise self._exhausted(error, hedging.skipped) from None
+        winner = self.chain[index]
+        if isinstance(winner, Target):
+            call.serving = winner
+        self._record(call, winner.label, first_attempt, hedging.skipped, [])
+        if hedging.hedges:
+            call.decide("hedge", f"{self.path}.hedge", winner.label, hedges=hedging.hedges)
+        return index, events, first
+
     # -- the node interface -----------------------------------------------------------------
 
     async def complete(self, call: Call) -> Completion:
@@ -359,8 +404,8 @@ class Failover(Node):
         return completion
 
     async def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
-        # Fail over until the first event arrives; after that the stream is committed, and a
-        # failure reaches the caller as an error (never as a normal end).
+        # Fail over until the first event arrives; after that the stream is committed: it is
+        # continued elsewhere or reaches the caller as an error (never as a normal end).
         async def open_stream(child: Node) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
             events = child.stream(call)
             try:
@@ -370,16 +415,36 @@ class Failover(Node):
                 raise
             return events, first
 
-        index, (events, first) = await self._run(call, open_stream)
+        saved = call.deadline, call.stream_limits
+        self._narrow(call)  # the continuation below is bound by this policy's limits too
         try:
-            yield first
-            async for event in events:
+            if self.config.buffer:
+                _index, held = await self._run(call, lambda child: buffered(child, call))
+                for event in held:
+                    yield event
+                return
+            if self.config.hedge:
+                index, events, first = await self._open_hedged(call)
+            else:
+                index, (events, first) = await self._run(call, open_stream)
+            # After the first event a failure is mid-stream: continued on a target that
+            # supports prefill when there is one (policies/continuation.py), else an error.
+            chain = Chain(self.chain, self.path, self._allowed, self._verdict)
+            async for event in spliced(chain, call, index, _prepend(first, events)):
                 yield event
-        except ProviderError as error:
-            await self._verdict(index, error)  # a stall or reset mid-stream counts too
-            raise
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            call.deadline, call.stream_limits = saved
+
+
+async def _prepend(
+    first: StreamEvent, events: AsyncIterator[StreamEvent]
+) -> AsyncIterator[StreamEvent]:
+    try:
+        yield first
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 def _normalize(value: Any) -> Any:

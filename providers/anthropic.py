@@ -367,12 +367,27 @@ def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dic
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
+    _trim_prefill(turns)
     for turn in turns:
         if turn["role"] == "user":
             # The API wants a user turn's tool_result blocks before anything else in it.
             turn["content"].sort(key=lambda block: block["type"] != "tool_result")
     system = "\n\n".join(system_parts) if system_parts else None
     return system, turns
+
+
+def _trim_prefill(turns: list[dict[str, Any]]) -> None:
+    """A final assistant turn is a prefill, which the API refuses to end in whitespace: trimmed
+    (the model writes that whitespace again, and a spliced continuation drops it)."""
+    if not turns or turns[-1]["role"] != "assistant":
+        return
+    blocks = turns[-1]["content"]
+    if blocks and blocks[-1]["type"] == "text":
+        blocks[-1]["text"] = blocks[-1]["text"].rstrip()
+        if not blocks[-1]["text"]:
+            blocks.pop()
+    if not blocks:
+        turns.pop()
 
 
 def _content_blocks(message: Message) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import itertools
 import json
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -80,6 +80,9 @@ class Reply:
     event_delay: float = 0.0  # seconds between stream events
     text_chunk: int = 4  # characters per text_delta
     json_fragments: int = 3  # input_json_delta fragments per tool_use block
+    # `text` is the whole answer, and a request ending in an assistant turn that begins it (a
+    # prefill) gets only the rest, as Claude continues a prefill.
+    continues: bool = False
 
     @classmethod
     def answer(cls, text: str, **kw: Any) -> Reply:
@@ -163,6 +166,9 @@ class AnthropicFake:
         if problem := _validate(body, headers):
             return _error(400, "invalid_request_error", problem)
 
+        prefill = _prefill(body) if reply.continues else None
+        if prefill and reply.text and reply.text.startswith(prefill):
+            reply = replace(reply, text=reply.text[len(prefill) :])
         model = reply.model or str(body.get("model"))
         if body.get("stream"):
             return StreamingResponse(
@@ -399,4 +405,22 @@ def _validate(body: Any, headers: dict[str, str]) -> str | None:
             if block.get("type") == "tool_use" and not isinstance(block.get("input"), dict):
                 return f"messages.{number}: tool_use.input must be an object"
         previous = message
+    final = previous["content"] if previous and previous["role"] == "assistant" else None
+    final_text = final if isinstance(final, str) else _last_text(final or [])
+    if final_text and final_text != final_text.rstrip():
+        return "messages: final assistant content cannot end with trailing whitespace"
     return None
+
+
+def _last_text(blocks: list[dict[str, Any]]) -> str | None:
+    last = blocks[-1] if blocks else {}
+    return last.get("text") if last.get("type") == "text" else None
+
+
+def _prefill(body: dict[str, Any]) -> str | None:
+    """The text a final assistant turn puts in the model's mouth, which it continues."""
+    last = body["messages"][-1]
+    if last["role"] != "assistant":
+        return None
+    content = last["content"]
+    return content if isinstance(content, str) else _last_text(content)

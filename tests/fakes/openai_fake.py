@@ -22,7 +22,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -72,6 +72,16 @@ class Fail:
             type="invalid_request_error",
         )
 
+    @classmethod
+    def prefill_rejected(cls) -> Fail:
+        """The 400 of a server that refuses a conversation ending in an assistant message."""
+        return cls(
+            400,
+            "This model does not support assistant message prefill. "
+            "The conversation must end with a user message.",
+            type="invalid_request_error",
+        )
+
 
 @dataclass
 class Reset:
@@ -96,6 +106,24 @@ class Stream:
     stall: float = 0.0
     reset_after: int | None = None  # reset the connection after this many content chunks
     hold: float = 0.0  # keep the body open this long after the last chunk sent
+    # Continue a prefill: a request ending in an assistant message whose text begins the answer
+    # gets only the rest of it (the chunk holding the boundary sliced), as a server that
+    # supports assistant prefill does. False: the whole answer, as one that ignores it.
+    continues: bool = False
+
+    def after(self, prefix: str) -> Stream:
+        """This stream, answering with what follows `prefix` in its text."""
+        text = "".join(self.chunks)
+        if not text.startswith(prefix):
+            raise AssertionError(f"the prefill {prefix!r} does not begin {text!r}")
+        rest: list[str] = []
+        seen = 0
+        for chunk in self.chunks:
+            start = max(0, len(prefix) - seen)
+            if start < len(chunk):
+                rest.append(chunk[start:])
+            seen += len(chunk)
+        return replace(self, chunks=rest, continues=False)
 
 
 @dataclass
@@ -213,6 +241,9 @@ class OpenAIFake:
             await asyncio.sleep(behaviour.delay)
             seen.ended, seen.status, seen.outcome = time.monotonic(), 200, "reply"
             return JSONResponse(self._decorate(_completion(behaviour, model)))
+        prefill = _prefill(body)
+        if behaviour.continues and prefill is not None:
+            behaviour = behaviour.after(prefill)
         seen.status, seen.outcome = 200, "stream"
         return StreamingResponse(
             self._watched(
@@ -328,6 +359,15 @@ async def _reset(scope: Scope, seen: Seen) -> None:
     transport.abort()
     seen.ended, seen.outcome = time.monotonic(), "reset"
     await asyncio.sleep(0.05)  # let the server notice the connection is gone
+
+
+def _prefill(body: dict[str, Any]) -> str | None:
+    """The text of a trailing assistant message: the start of the answer the caller wants."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") != "assistant" or not isinstance(last.get("content"), str):
+        return None
+    return last["content"]
 
 
 def _completion(reply: Reply, model: str) -> dict[str, Any]:
