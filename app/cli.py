@@ -29,7 +29,7 @@ def zero_config(env: Mapping[str, str]) -> tuple[str, str]:
         models["smart"] = {"provider": "openai", "model": "gpt-4o"}
     if env.get("ANTHROPIC_API_KEY"):
         providers["anthropic"] = {"type": "anthropic", "api_key": "${ANTHROPIC_API_KEY}"}
-        models["claude"] = {"provider": "anthropic", "model": "claude-sonnet-4-5"}
+        models["claude"] = {"provider": "anthropic", "model": "claude-sonnet-4-6"}
     gemini_key = "GEMINI_API_KEY" if env.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
     if env.get(gemini_key):
         providers["google"] = {"type": "gemini", "api_key": f"${{{gemini_key}}}"}
