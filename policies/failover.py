@@ -57,6 +57,11 @@ T = TypeVar("T")
 _NOT_THE_TARGETS_FAULT = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.BUDGET_EXCEEDED})
 
 
+# Less time than this left: no attempt is started. asyncio may fire a timer up to its clock
+# resolution early, so the attempt the deadline cut can end with a sliver of time "left".
+MIN_ATTEMPT_S = 0.005
+
+
 class Backoff(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -296,7 +301,7 @@ class Failover(Node):
         try:
             for index, child in enumerate(self.chain):
                 remaining = call.remaining_s()
-                if remaining is not None and remaining <= 0:
+                if remaining is not None and remaining < MIN_ATTEMPT_S:
                     skipped.append({"target": child.label, "skipped": "deadline"})
                     last = self._deadline_passed()
                     continue
