@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -26,6 +25,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ServiceUnavailable
+from app.limits import send_error
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
@@ -97,21 +97,9 @@ class Lifecycle:
 
 
 async def _refuse(send: Send) -> None:
-    error = ServiceUnavailable("the gateway is shutting down", code="draining", retry_after=1)
-    body = json.dumps(error.body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-                (b"connection", b"close"),
-            ],
-        }
+    await send_error(
+        send, ServiceUnavailable("the gateway is shutting down", code="draining", retry_after=1)
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 class Drain:

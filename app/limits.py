@@ -3,6 +3,7 @@ headers refused before any endpoint sees them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +33,7 @@ class BodyLimit:
         if declared is not None:
             # The HTTP server holds the body to its declared length.
             if declared > limit:
-                await _refuse(send, limit)
+                await send_error(send, PayloadTooLarge(f"the body is larger than {limit} bytes"))
                 return
             await self.app(scope, receive, send)
             return
@@ -47,7 +48,7 @@ class BodyLimit:
             body = message.get("body", b"")
             seen += len(body)
             if seen > limit:
-                await _refuse(send, limit)
+                await send_error(send, PayloadTooLarge(f"the body is larger than {limit} bytes"))
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -63,24 +64,6 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-async def _refuse(send: Send, limit: int) -> None:
-    import json
-
-    body = json.dumps(PayloadTooLarge(f"the body is larger than {limit} bytes").body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class HeadersTooLarge(RouterError):
@@ -103,24 +86,20 @@ class HeaderLimit:
                 error = HeadersTooLarge(
                     f"the request headers are larger than {limit} bytes", code="headers_too_large"
                 )
-                await _send_error(send, error)
+                await send_error(send, error)
                 return
         await self.app(scope, receive, send)
 
 
-async def _send_error(send: Send, error: RouterError) -> None:
-    import json
-
+async def send_error(send: Send, error: RouterError) -> None:
+    """Answer with SPEC's JSON error straight from ASGI middleware, before any app has run."""
     body = json.dumps(error.body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -214,11 +214,11 @@ async def _continue(
         failure["continued_by"] = node.label
         if isinstance(node, Target):
             call.serving = node  # the model that answers from here on, in every chunk
-        return index, _prepend(first, events)
+        return index, prepend(first, events)
     return None
 
 
-async def _prepend(
+async def prepend(
     first: StreamEvent, events: AsyncIterator[StreamEvent]
 ) -> AsyncIterator[StreamEvent]:
     """The continuation's events, its first included (the upstream call has its request)."""

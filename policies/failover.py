@@ -48,7 +48,7 @@ from app.routing import Call, Node, StreamLimits, Target
 from app.state import BreakerState, MemoryStore, StateStore
 from policies.base import Builder, Loc, NodeSpec, Policy, PolicyConfig
 from policies.buffered import buffered
-from policies.continuation import Chain, spliced
+from policies.continuation import Chain, prepend, spliced
 from policies.hedge import Hedging, open_hedged
 
 T = TypeVar("T")
@@ -435,21 +435,10 @@ class Failover(Node):
             # After the first event a failure is mid-stream: continued on a target that
             # supports prefill when there is one (policies/continuation.py), else an error.
             chain = Chain(self.chain, self.path, self._allowed, self._verdict)
-            async for event in spliced(chain, call, index, _prepend(first, events)):
+            async for event in spliced(chain, call, index, prepend(first, events)):
                 yield event
         finally:
             call.deadline, call.stream_limits = saved
-
-
-async def _prepend(
-    first: StreamEvent, events: AsyncIterator[StreamEvent]
-) -> AsyncIterator[StreamEvent]:
-    try:
-        yield first
-        async for event in events:
-            yield event
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
 
 
 def _normalize(value: Any) -> Any:
