@@ -131,35 +131,38 @@ class RedactingExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
 
-    def _value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redactor(value)
-        if isinstance(value, tuple | list):
-            return tuple(self._value(v) for v in value)
-        return value
-
-    def _attributes(self, attributes: Any) -> dict[str, Any]:
-        return {key: self._value(value) for key, value in (attributes or {}).items()}
-
     def _scrubbed(self, span: ReadableSpan) -> ReadableSpan:
-        status = span.status
-        if status.description:
-            status = Status(status.status_code, self.redactor(status.description))
-        events = [
-            Event(self.redactor(e.name), self._attributes(e.attributes), e.timestamp)
-            for e in span.events
-        ]
-        return ReadableSpan(
-            name=self.redactor(span.name),
-            context=span.context,
-            parent=span.parent,
-            resource=span.resource,
-            attributes=self._attributes(span.attributes),
-            events=events,
-            links=span.links,
-            kind=span.kind,
-            status=status,
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
+        return scrubbed(span, self.redactor)
+
+
+def scrubbed(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
+    """A copy of the span with the secrets masked in its name, attributes, events and status."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, str):
+            return redactor(v)
+        if isinstance(v, tuple | list):
+            return tuple(value(x) for x in v)
+        return v
+
+    def attributes(given: Any) -> dict[str, Any]:
+        return {key: value(v) for key, v in (given or {}).items()}
+
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, redactor(status.description))
+    events = [Event(redactor(e.name), attributes(e.attributes), e.timestamp) for e in span.events]
+    return ReadableSpan(
+        name=redactor(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes(span.attributes),
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )

@@ -49,17 +49,21 @@ def _key(config: TracingConfig, env: Mapping[str, str]) -> str:
     return key or env.get("HH_API_KEY", "")
 
 
-def _exporter(config: TracingConfig, env: Mapping[str, str]) -> tuple[SpanExporter | None, str]:
-    """The exporter for the config and where it sends, or ConfigError."""
+def _exporter(
+    config: TracingConfig, env: Mapping[str, str], redactor: Redactor
+) -> tuple[SpanExporter | None, str]:
+    """The exporter for the config (masking the secrets) and where it sends, or ConfigError."""
     if config.exporter == "none":
         return None, "nowhere (exporter: none)"
     if config.exporter == "console":
-        return ConsoleSpanExporter(), "the console"
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        return RedactingExporter(ConsoleSpanExporter(), redactor), "the console"
+    from app.otlp_export import WireOTLPSpanExporter
 
     if config.exporter == "otlp":
         endpoint = config.endpoint or None  # None: the exporter reads OTEL_EXPORTER_OTLP_*
-        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
+        exporter = WireOTLPSpanExporter(
+            endpoint=endpoint, timeout=EXPORT_TIMEOUT_S, redactor=redactor
+        )
         return exporter, getattr(exporter, "_endpoint", "the OTLP endpoint")
     key = _key(config, env)
     if not key:
@@ -74,10 +78,11 @@ def _exporter(config: TracingConfig, env: Mapping[str, str]) -> tuple[SpanExport
         )
     api_url = config.api_url or env.get("HH_API_URL") or honeyhive.DEFAULT_API_URL
     endpoint = honeyhive.traces_endpoint(api_url)
-    exporter = OTLPSpanExporter(
+    exporter = WireOTLPSpanExporter(
         endpoint=endpoint,
         headers=honeyhive.export_headers(key, config.source),
         timeout=EXPORT_TIMEOUT_S,
+        redactor=redactor,
     )
     return exporter, endpoint
 
@@ -119,9 +124,9 @@ class Tracing:
         ]
         if problems:
             raise ConfigError(problems)
-        exporter, destination = _exporter(config, env)
-        if exporter is not None:  # what an upstream quoted of a key never leaves in a span
-            exporter = RedactingExporter(exporter, Redactor(secrets_of(config, dict(providers))))
+        # What an upstream quoted of a key never leaves in a span.
+        redactor = Redactor(secrets_of(config, dict(providers)))
+        exporter, destination = _exporter(config, env, redactor)
         resource = Resource.create(
             {
                 "service.name": "llm-router",
