@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import httpx2
@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover
     aiohttp = None  # type: ignore[assignment]
 import openai
 import orjson
+import pydantic
 from openai._constants import RAW_RESPONSE_HEADER
 from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletion
@@ -101,6 +102,9 @@ class OpenAIProvider(Provider):
         self._stream_usage = True
         # A malformed chunk is skipped, not fatal (the SDK's decoder would end the stream).
         self.client._make_sse_decoder = _TolerantSSEDecoder  # type: ignore[method-assign]
+        self.client._process_response_data = _validating(  # type: ignore[method-assign]
+            self.client._process_response_data
+        )
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
         api_key = config.api_key.get_secret_value() if config.api_key else None
@@ -306,6 +310,33 @@ class OpenAIProvider(Provider):
 
     def _map_error(self, exc: openai.OpenAIError, model: ModelConfig) -> ProviderError:
         return map_openai_error(exc, provider=self.name, model=model.model)
+
+
+def _validating(process: Callable[..., Any]) -> Callable[..., Any]:
+    """The client's response parsing, through pydantic-core's validation where the data fits.
+
+    The SDK builds its response models with `construct_type`, a pure-Python walk of the model's
+    fields: ~220 µs for a small chat completion here, against ~10 µs to validate the same data.
+    The OpenInference instrumentor parses every response it records (the raw responses the
+    adapter reads with orjson too), and the SDK's streams parse every chunk, so this is paid per
+    call. Data that does not validate, from a server only loosely OpenAI-compatible, takes the
+    SDK's own lenient path, as before.
+    """
+
+    def process_response_data(*, data: object, cast_to: Any, response: Any) -> Any:
+        if (
+            type(data) is dict
+            and isinstance(cast_to, type)
+            and issubclass(cast_to, openai.BaseModel)
+            and not hasattr(cast_to, "build")  # the SDK's own builder protocol: its call
+        ):
+            try:
+                return cast_to.model_validate(data)
+            except pydantic.ValidationError:
+                pass
+        return process(data=data, cast_to=cast_to, response=response)
+
+    return process_response_data
 
 
 async def _next_chunk(iterator: AsyncIterator[Any], finished: bool) -> Any | None:

@@ -266,3 +266,40 @@ def test_dry_run_calls_nothing(serve_gateway, two_fakes) -> None:
     assert data["dry_run"] is True and data["target"] == "smart" and data["message"] is None
     assert data["decisions"][0]["outcome"] == "smart"
     assert not a.log and not b.log
+
+
+def _parse(data: dict):
+    from openai.types.chat import ChatCompletion
+
+    from providers.openai import OpenAIConfig, OpenAIProvider
+
+    provider = OpenAIProvider("p", OpenAIConfig(type="openai", api_key="k"))
+    return provider.client._process_response_data(data=data, cast_to=ChatCompletion, response=None)
+
+
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": "1700000000",
+    "model": "gpt-4o-mini",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    "system_fingerprint_extra": "kept",
+}
+
+
+def test_client_parses_responses_by_validation_when_the_data_fits() -> None:
+    parsed = _parse(COMPLETION)
+    # Validated, not merely constructed: the numeric string became the declared int.
+    assert parsed.created == 1700000000
+    assert parsed.usage.total_tokens == 4 and parsed.choices[0].message.content == "Hi"
+    assert parsed.model_extra == {"system_fingerprint_extra": "kept"}
+
+
+def test_client_parsing_stays_lenient_for_loosely_compatible_servers() -> None:
+    odd = {**COMPLETION, "object": "text_completion", "choices": [{"text": "Hi"}]}
+    parsed = _parse(odd)  # the SDK's own construct path: no error, values as sent
+    assert parsed.object == "text_completion"
+    assert parsed.created == "1700000000"
