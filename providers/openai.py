@@ -22,6 +22,7 @@ import openai
 import orjson
 import pydantic
 from openai._constants import RAW_RESPONSE_HEADER
+from openai._models import FinalRequestOptions
 from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
@@ -104,6 +105,14 @@ class OpenAIProvider(Provider):
         self.client._make_sse_decoder = _TolerantSSEDecoder  # type: ignore[method-assign]
         self.client._process_response_data = _validating(  # type: ignore[method-assign]
             self.client._process_response_data
+        )
+        # Every option given, so the SDK deep-copies no default per call; each call copies this.
+        self._chat_options = FinalRequestOptions.construct(
+            method="post",
+            url="/chat/completions",
+            headers={RAW_RESPONSE_HEADER: "true"},
+            max_retries=0,
+            params={},
         )
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
@@ -202,10 +211,11 @@ class OpenAIProvider(Provider):
         """POST /chat/completions through the SDK's client, without its per-call overhead.
 
         `create` spends more time transforming its typed parameters (a no-op for the plain
-        JSON built here) and building response models than on the request itself. The SDK's
-        own `post`, given the same path and `ChatCompletion` as the type, is the call the
-        OpenInference instrumentor sees from `create`; the raw-response header keeps it from
-        parsing.
+        JSON built here) and building response models than on the request itself, and `post`
+        rebuilds its request options from keyword arguments on every call. The client's
+        `request`, given `ChatCompletion` as the type and options copied from a template made
+        once, is the call the OpenInference instrumentor sees from `create`; the raw-response
+        header keeps the SDK from building response models for us.
         """
         if self.config.instrumentation == "traceloop":
             # Traceloop patches `create` itself, so the call must go through it to be seen;
@@ -213,18 +223,8 @@ class OpenAIProvider(Provider):
             raw = await self.client.chat.completions.with_raw_response.create(**params)
             return orjson.loads(raw.http_response.content)
         timeout = params.pop("timeout")
-        raw = await self.client.post(
-            "/chat/completions",
-            cast_to=ChatCompletion,
-            body=params,
-            # Every option given, so the SDK deep-copies no default per call.
-            options={
-                "headers": {RAW_RESPONSE_HEADER: "true"},
-                "timeout": timeout,
-                "max_retries": 0,
-                "params": {},
-            },
-        )
+        options = self._chat_options.model_copy(update={"json_data": params, "timeout": timeout})
+        raw = await self.client.request(ChatCompletion, options)
         return orjson.loads(raw.http_response.content)
 
     async def stream(self, model: ModelConfig, request: ChatRequest) -> AsyncIterator[StreamEvent]:
