@@ -303,3 +303,23 @@ def test_client_parsing_stays_lenient_for_loosely_compatible_servers() -> None:
     parsed = _parse(odd)  # the SDK's own construct path: no error, values as sent
     assert parsed.object == "text_completion"
     assert parsed.created == "1700000000"
+
+
+def test_url_merging_is_remembered_per_path_and_follows_a_new_base_url() -> None:
+    from providers.openai import OpenAIConfig, OpenAIProvider
+
+    provider = OpenAIProvider(
+        "p", OpenAIConfig(type="openai", api_key="k", base_url="http://127.0.0.1:9/v1")
+    )
+    client = provider.client
+    first = client._prepare_url("/chat/completions")
+    assert str(first) == "http://127.0.0.1:9/v1/chat/completions"
+    assert client._prepare_url("/chat/completions") is first  # parsed once
+    assert str(client._prepare_url("models")) == "http://127.0.0.1:9/v1/models"
+    client.base_url = "http://127.0.0.1:10/v2"
+    assert (
+        str(client._prepare_url("/chat/completions")) == "http://127.0.0.1:10/v2/chat/completions"
+    )
+    request = client._client.build_request("POST", "http://127.0.0.1:10/v2/chat/completions")
+    again = client._client.build_request("POST", "http://127.0.0.1:10/v2/chat/completions")
+    assert request.url == again.url == "http://127.0.0.1:10/v2/chat/completions"
