@@ -9,8 +9,8 @@ instrumentors in place (app/instrumentors.py). What it did is logged once at sta
 
 Exporters: `honeyhive` (OTLP/HTTP protobuf to `{api_url}/opentelemetry/v1/traces` with
 `Authorization: Bearer <key>` and `X-Source`), `otlp` (`tracing.endpoint`, else the standard
-`OTEL_EXPORTER_OTLP_*` variables), `console`, `none` (spans are made, for trace ids and
-`traceparent`, but not exported, and no instrumentor is installed).
+`OTEL_EXPORTER_OTLP_*` variables), `console`, `none` (spans are made for their trace ids and
+`traceparent` only: not recorded, not exported, and no instrumentor is installed).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from app import __version__, honeyhive
 from app.config import ConfigError, Problem, TracingConfig
@@ -136,7 +137,11 @@ class Tracing:
                 honeyhive.SOURCE: config.source,
             }
         )
-        provider = TracerProvider(resource=resource)
+        # With nowhere to send them, spans are made only for their ids (x-trace-id, traceparent):
+        # a sampler that records nothing keeps the ids and skips attributes and processors.
+        provider = TracerProvider(
+            resource=resource, **({"sampler": ALWAYS_OFF} if exporter is None else {})
+        )
         provider.add_span_processor(StampProcessor(config.project, config.source))
         batch: BoundedBatchProcessor | None = None
         installed = Installed()

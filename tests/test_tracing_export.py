@@ -186,3 +186,23 @@ def test_a_working_instrumentor_is_reported_and_undone() -> None:
     finally:
         tracing.shutdown(timeout_s=0)
     assert openai.AsyncOpenAI.request is before
+
+
+def test_exporter_none_still_gives_every_request_its_trace_id(serve_gateway) -> None:
+    """Nothing is recorded with nowhere to send it, but the ids remain: x-trace-id on each
+    answer (the same id the route saw), and a caller's traceparent continues its trace."""
+    url = serve_gateway(f"tracing: {{exporter: none}}\n{SIM}")
+    first = httpx.post(url + "/v1/chat", json=ASK)
+    second = httpx.post(url + "/v1/chat", json=ASK)
+    ids = [r.headers["x-trace-id"] for r in (first, second)]
+    assert all(len(i) == 32 and int(i, 16) != 0 for i in ids)
+    assert ids[0] != ids[1]
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    joined = httpx.post(
+        url + "/v1/chat",
+        json=ASK,
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    assert joined.headers["x-trace-id"] == trace_id
+    failed = httpx.post(url + "/v1/chat", json={**ASK, "model": "nope"})
+    assert failed.status_code >= 400 and len(failed.headers["x-trace-id"]) == 32
