@@ -274,8 +274,11 @@ def gateway_config(upstream: str, *, tracing: str | None) -> str:
         "routes:",
         "  default: fast",
         "  stream: streamer",
-        "  policy:",
-        "    failover: [fast, backup]",
+        "  policy:",  # classify by keyword rules, then a failover chain
+        "    classify:",
+        "      rules: {creative: [haiku, poem], analytical: [analyze, compare]}",
+        "      branches: {creative: {failover: [fast, backup]}, analytical: backup}",
+        "      otherwise: fast",
     ]
     if tracing:
         lines += ["tracing:", "  exporter: otlp", f"  endpoint: '{tracing}'"]
