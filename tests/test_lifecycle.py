@@ -78,8 +78,9 @@ def test_sighup_and_admin_reload_swap_configs_and_refuse_bad_ones(serve, tmp_pat
     # An invalid config: refused with its problems, the running one keeps serving.
     path.write_text(config("nowhere"))
     gw.signal(signal.SIGHUP)
-    until(lambda: "refused" in gw.output())
-    assert "routes.default (line 12): unknown route, model alias" in gw.output()
+    # The refusal and then each problem are logged: wait for the problem's line itself.
+    until(lambda: "routes.default (line 12): unknown route, model alias" in gw.output())
+    assert "SIGHUP: the new config is refused (1 problem(s))" in gw.output()
     refused = httpx.post(gw.base + "/admin/reload", headers=ADMIN)
     assert refused.status_code == 400
     error = refused.json()["error"]
