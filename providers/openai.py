@@ -22,9 +22,11 @@ import openai
 import orjson
 import pydantic
 from openai._constants import RAW_RESPONSE_HEADER
+from openai._httpx2 import request_exceptions, timeout_exceptions
 from openai._models import FinalRequestOptions
-from openai._streaming import ServerSentEvent, SSEDecoder
-from openai.types.chat import ChatCompletion
+from openai._streaming import AsyncStream, ServerSentEvent, SSEDecoder
+from openai._streaming_cleanup import drain_response_async
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import SecretStr
 
 from app.chat import (
@@ -117,6 +119,9 @@ class OpenAIProvider(Provider):
             headers={RAW_RESPONSE_HEADER: "true"},
             max_retries=0,
             params={},
+        )
+        self._stream_options = FinalRequestOptions.construct(
+            method="post", url="/chat/completions", headers={}, max_retries=0, params={}
         )
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
@@ -237,7 +242,7 @@ class OpenAIProvider(Provider):
         if self._stream_usage:
             params["stream_options"] = {"include_usage": True}
         try:
-            chunks = await self.client.chat.completions.create(**params)
+            chunks = await self._post_stream(params)
         except openai.OpenAIError as exc:
             if "stream_options" not in params or not _refuses_stream_options(exc):
                 raise self._map_error(exc, model) from None
@@ -246,7 +251,7 @@ class OpenAIProvider(Provider):
             del params["stream_options"]
             notes.append("stream_options dropped: the server refuses it, so usage may be estimated")
             try:
-                chunks = await self.client.chat.completions.create(**params)
+                chunks = await self._post_stream(params)
             except openai.OpenAIError as retry_exc:
                 raise self._map_error(retry_exc, model) from None
 
@@ -256,31 +261,33 @@ class OpenAIProvider(Provider):
         text_parts: list[str] = []
         # Tool calls arrive as fragments keyed by index; they are yielded whole.
         pending: dict[int, dict[str, str]] = {}
+        as_dict = _model_dict if self.config.instrumentation == "traceloop" else _chunk_dict
         try:
             async with chunks:
                 iterator = aiter(chunks)
                 while (chunk := await _next_chunk(iterator, finish is not None)) is not None:
-                    if chunk.model:
-                        answered_model = chunk.model
-                    if chunk.usage is not None:
-                        usage = Usage.of(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    for choice in chunk.choices or ():
-                        delta = choice.delta
-                        if delta is not None and delta.content:
-                            text_parts.append(delta.content)
-                            yield TextDelta(text=delta.content)
-                        for fragment in (delta.tool_calls if delta is not None else None) or ():
-                            slot = pending.setdefault(
-                                _fragment_index(fragment, pending),
-                                {"id": "", "name": "", "arguments": ""},
-                            )
-                            if fragment.id:
-                                slot["id"] = fragment.id
-                            if fragment.function is not None:
-                                slot["name"] += fragment.function.name or ""
-                                slot["arguments"] += fragment.function.arguments or ""
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
+                    data = as_dict(chunk)
+                    if (answered := data.get("model")) and isinstance(answered, str):
+                        answered_model = answered
+                    reported = data.get("usage")
+                    if isinstance(reported, dict):
+                        usage = Usage.of(
+                            int(reported.get("prompt_tokens") or 0),
+                            int(reported.get("completion_tokens") or 0),
+                        )
+                    for choice in data.get("choices") or ():
+                        if not isinstance(choice, dict):
+                            continue
+                        delta = choice.get("delta")
+                        if isinstance(delta, dict):
+                            if text := delta.get("content"):
+                                text_parts.append(text)
+                                yield TextDelta(text=text)
+                            for fragment in delta.get("tool_calls") or ():
+                                if isinstance(fragment, dict):
+                                    _add_fragment(pending, fragment)
+                        if reason := choice.get("finish_reason"):
+                            finish = reason
                     if finish is not None and usage is not None:
                         break  # the usage chunk is the last before [DONE]: nothing more to wait for
         except openai.OpenAIError as exc:
@@ -307,6 +314,24 @@ class OpenAIProvider(Provider):
             model=answered_model,
             truncated=finish is None,
             notes=notes,
+        )
+
+    async def _post_stream(self, params: dict[str, Any]) -> Any:
+        """POST /chat/completions with `stream`, answering the stream of its chunks.
+
+        As `_post_chat` for a completion: the client's `request` is the call its OpenInference
+        instrumentor sees from `create`, without `create`'s transforming of the parameters. Its
+        stream class here leaves each chunk as parsed JSON (`_ChunkStream`), where the SDK's own
+        builds a pydantic model of every chunk. Traceloop wraps `create` and reads the models
+        of the chunks it yields, so for it the call goes through `create`.
+        """
+        if self.config.instrumentation == "traceloop":
+            return await self.client.chat.completions.create(**params)
+        params = dict(params)
+        timeout = params.pop("timeout")
+        options = self._stream_options.model_copy(update={"json_data": params, "timeout": timeout})
+        return await self.client.request(
+            ChatCompletion, options, stream=True, stream_cls=_ChunkStream
         )
 
     async def aclose(self) -> None:
@@ -396,6 +421,143 @@ class _TolerantSSEDecoder(SSEDecoder):
         return event
 
 
+class _Chunk:
+    """One streamed chunk: its JSON parsed (`data`) and as sent (`raw`).
+
+    `model_dump` is for the OpenInference instrumentor, which reads every chunk of a stream that
+    way and edits what it gets: a fresh parse keeps `data` untouched.
+    """
+
+    __slots__ = ("data", "raw")
+
+    def __init__(self, data: dict[str, Any], raw: bytes) -> None:
+        self.data = data
+        self.raw = raw
+
+    def model_dump(self, **_: Any) -> dict[str, Any]:
+        return _json(self.raw)
+
+
+def _chunk_dict(chunk: _Chunk) -> dict[str, Any]:
+    return chunk.data
+
+
+def _model_dict(chunk: Any) -> dict[str, Any]:
+    """A chunk model of the SDK's own stream (the Traceloop path) as the JSON it was built from."""
+    return chunk.model_dump(exclude_unset=True)
+
+
+def _json(data: bytes) -> Any:
+    """Parsed JSON; what orjson refuses (NaN, a lone surrogate) gets the standard library's go."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+class _ChunkStream(AsyncStream[ChatCompletionChunk]):
+    """The SDK's stream of a chat completion, yielding each chunk as parsed JSON (`_Chunk`).
+
+    The SDK's own stream decodes each SSE line in Python and builds a pydantic model of every
+    chunk, which costs more than the rest of the stream's handling together. This one splits the
+    body into events itself (`_SSEEvents`) and parses their data with orjson; like the SDK's it
+    ends at `[DONE]`, raises `APIError` on a chunk that carries an error, and raises the SDK's
+    timeout and connection errors. A chunk that is not a JSON object is skipped (the SDK's
+    decoder would end the stream), as `_TolerantSSEDecoder` does for the SDK's stream.
+    """
+
+    def __aiter__(self) -> Any:  # the SDK's adds a generator around `__anext__` for nothing
+        return self
+
+    async def close(self) -> None:
+        # Closing the generator runs its `finally` now, rather than in a task the event loop
+        # starts for each generator left suspended (as one is when the caller stops at usage).
+        await self._iterator.aclose()  # type: ignore[attr-defined]
+        await self.response.aclose()
+
+    async def __stream__(self) -> AsyncIterator[Any]:  # type: ignore[override]
+        response = self.response
+        events = _SSEEvents()
+        raw = response.aiter_bytes()
+        try:
+            while True:
+                try:
+                    received = await anext(raw, None)
+                except timeout_exceptions() as err:
+                    raise openai.APITimeoutError(request=response.request) from err
+                except request_exceptions() as err:
+                    raise openai.APIConnectionError(request=response.request) from err
+                for event, data in events.feed(received) if received is not None else events.end():
+                    if data.startswith(b"[DONE]"):
+                        if response.http_version == "HTTP/1.1":  # read to the end: reusable
+                            await drain_response_async(response)
+                        return
+                    if event is not None and event.startswith("thread."):
+                        continue  # an Assistants event: none belongs to a chat completion
+                    try:
+                        parsed = _json(data)
+                    except ValueError:
+                        parsed = None
+                    if not isinstance(parsed, dict):
+                        log.warning("skipped a malformed stream chunk (%d bytes)", len(data))
+                        continue
+                    if parsed.get("error"):
+                        error = parsed["error"]
+                        message = error.get("message") if isinstance(error, dict) else None
+                        if not message or not isinstance(message, str):
+                            message = "An error occurred during streaming"
+                        raise openai.APIError(message, response.request, body=error)
+                    yield _Chunk(parsed, data)
+                if received is None:
+                    return
+        finally:
+            await raw.aclose()
+            await response.aclose()
+
+
+class _SSEEvents:
+    """Server-sent events from a byte stream, as the SDK's decoder reads them: lines end with
+    CR, LF or CRLF; a blank line ends an event; its `data:` lines are joined by newlines;
+    comments and other fields are ignored. What an event carries: its name and its data."""
+
+    __slots__ = ("_data", "_event", "_partial")
+
+    def __init__(self) -> None:
+        self._partial = b""  # the start of a line not yet ended
+        self._data: list[bytes] = []
+        self._event: str | None = None
+
+    def feed(self, received: bytes) -> list[tuple[str | None, bytes]]:
+        buffer = self._partial + received if self._partial else received
+        if b"\r" in buffer:
+            held = b""
+            if buffer.endswith(b"\r"):  # its LF may be the next read's first byte
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
+        lines = buffer.split(b"\n")
+        self._partial = lines.pop()
+        events: list[tuple[str | None, bytes]] = []
+        for line in lines:
+            if not line:
+                if self._data or self._event:
+                    events.append((self._event or None, b"\n".join(self._data)))
+                    self._data = []
+                    self._event = None
+                continue
+            field, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if field == b"data":
+                self._data.append(value)
+            elif field == b"event":
+                self._event = value.decode("utf-8", "replace")
+        return events
+
+    def end(self) -> list[tuple[str | None, bytes]]:
+        """What the end of the body completes: a last line ended by a lone CR."""
+        return self.feed(b"\n") if self._partial.endswith(b"\r") else []
+
+
 def map_openai_error(exc: openai.OpenAIError, *, provider: str, model: str) -> ProviderError:
     """Classify an `openai` SDK exception. Shared by the OpenAI and Azure OpenAI adapters."""
 
@@ -443,15 +605,30 @@ def map_openai_error(exc: openai.OpenAIError, *, provider: str, model: str) -> P
     return make(ErrorKind.SERVER_ERROR, "the provider call failed")
 
 
-def _fragment_index(fragment: Any, pending: dict[int, dict[str, str]]) -> int:
+def _add_fragment(pending: dict[int, dict[str, str]], fragment: dict[str, Any]) -> None:
+    """Add a streamed tool-call fragment to the call it belongs to."""
+    slot = pending.setdefault(
+        _fragment_index(fragment, pending), {"id": "", "name": "", "arguments": ""}
+    )
+    if call_id := fragment.get("id"):
+        slot["id"] = call_id
+    function = fragment.get("function")
+    if isinstance(function, dict):
+        slot["name"] += function.get("name") or ""
+        slot["arguments"] += function.get("arguments") or ""
+
+
+def _fragment_index(fragment: dict[str, Any], pending: dict[int, dict[str, str]]) -> int:
     """Which tool call a streamed fragment belongs to. Some servers (Ollama) send each call whole
     and without `index`: a fragment with a new id then starts the next call."""
-    if fragment.index is not None:
-        return int(fragment.index)
+    index = fragment.get("index")
+    if index is not None:
+        return int(index)
     if not pending:
         return 0
     last = max(pending)
-    if fragment.id and pending[last]["id"] and fragment.id != pending[last]["id"]:
+    call_id = fragment.get("id")
+    if call_id and pending[last]["id"] and call_id != pending[last]["id"]:
         return last + 1
     return last
 

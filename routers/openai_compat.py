@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -161,16 +162,31 @@ async def _stream(
     created: int,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        body = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": answered_model(call, requested),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-            **extra,
-        }
-        return f"data: {dumps(body)}\n\n".encode()
+    # Every chunk is the same JSON object but for the model and its delta: its bytes up to the
+    # delta are built once per model (the model is the serving target's, then the answer's).
+    # The bytes are what json.dumps(separators=(",", ":"), ensure_ascii=False) gives.
+    head = b'data: {"id":%b,"object":"chat.completion.chunk","created":%d,"model":' % (
+        orjson.dumps(completion_id),
+        created,
+    )
+    prefix_model: str | None = None
+    prefix = b""
+
+    def chunk(delta: bytes, finish: bytes = b"null") -> bytes:
+        nonlocal prefix_model, prefix
+        model = answered_model(call, requested)
+        if model != prefix_model:
+            prefix_model = model
+            prefix = head + orjson.dumps(model) + b',"choices":[{"index":0,"delta":'
+        return prefix + delta + b',"finish_reason":' + finish + b',"logprobs":null}]}\n\n'
+
+    def encoded(event: StreamEvent) -> bytes:
+        if type(event) is TextDelta:
+            return chunk(b'{"content":' + orjson.dumps(event.text) + b"}")
+        if type(event) is ToolCallDelta:
+            tool_call = {"index": event.index, **event.tool_call.model_dump()}
+            return chunk(orjson.dumps({"tool_calls": [tool_call]}))
+        return b""
 
     def usage_chunk() -> bytes:
         body = {
@@ -181,48 +197,49 @@ async def _stream(
             "choices": [],
             "usage": _usage(call),
         }
-        return f"data: {dumps(body)}\n\n".encode()
-
-    async def all_events() -> AsyncIterator[StreamEvent]:
-        yield first
-        async for event in events:
-            yield event
+        return b"data: " + orjson.dumps(body) + b"\n\n"
 
     finish: StreamFinish | None = None
-    yield chunk({"role": "assistant", "content": ""})
+    # The opening chunk goes out with the first event, which has already arrived.
+    out = chunk(b'{"role":"assistant","content":""}')
     try:
-        async for event in all_events():
-            if isinstance(event, TextDelta):
-                yield chunk({"content": event.text})
-            elif isinstance(event, ToolCallDelta):
-                tool_call = {"index": event.index, **event.tool_call.model_dump()}
-                yield chunk({"tool_calls": [tool_call]})
-            elif isinstance(event, StreamFinish):
+        if type(first) is StreamFinish:
+            finish = first
+        else:
+            out += encoded(first)
+        yield out
+        out = b""
+        async for event in events:
+            if type(event) is StreamFinish:
                 finish = event
+            elif data := encoded(event):
+                yield data
     except ProviderError as error:
         # After output has begun an error cannot change the status: OpenAI SDKs raise on a
         # chunk that carries an `error` object.
         failure = upstream_failure(error, call)
-        yield f"data: {dumps(failure.body())}\n\n".encode()
+        yield out + f"data: {dumps(failure.body())}\n\n".encode()
         return
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+    # What ends the stream goes out in one piece.
     if finish is None or finish.truncated:
         # The upstream stopped without its terminator: never pass that off as a full answer.
         # The usage it reported, if any, still goes first: those tokens were spent.
+        end = b""
         if include_usage and finish is not None and not finish.usage.estimated:
-            yield usage_chunk()
+            end = usage_chunk()
         error = {
             "type": "upstream_error",
             "code": "stream_truncated",
             "message": "the provider's stream ended before its finish",
         }
-        yield f"data: {dumps({'error': error})}\n\n".encode()
+        yield out + end + f"data: {dumps({'error': error})}\n\n".encode()
         return
-    yield chunk({}, finish.finish_reason)
+    end = chunk(b"{}", orjson.dumps(finish.finish_reason))
     if include_usage:
-        yield usage_chunk()
-    yield b"data: [DONE]\n\n"
+        end += usage_chunk()
+    yield out + end + b"data: [DONE]\n\n"
 
 
 @router.get("/v1/models", responses={200: {"model": ModelList}, **errors(*AUTHED)})
