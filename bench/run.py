@@ -131,6 +131,8 @@ def process(
     cwd: Path | None = None,
     log: Path | None = None,
 ) -> Iterator[subprocess.Popen]:
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
