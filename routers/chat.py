@@ -22,10 +22,11 @@ from routers.common import (
     trace_id_of,
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
+from routers.direct import DirectRoute
 from routers.errors import upstream_failure
 from routers.schemas import CHAT, CHAT_EVENT, ChatResponse, errors, json_and_sse
 
-router = APIRouter(dependencies=[Depends(authenticate)])
+router = APIRouter(dependencies=[Depends(authenticate)], route_class=DirectRoute)
 
 
 def _summary(call: Call, route: str, chat_id: str, started: float) -> dict[str, Any]:

@@ -37,10 +37,11 @@ from routers.common import (
     router_summary,
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
+from routers.direct import DirectRoute
 from routers.errors import upstream_failure
 from routers.schemas import AUTHED, CHAT, ChatCompletion, ModelList, errors, json_and_sse
 
-router = APIRouter(dependencies=[Depends(authenticate)])
+router = APIRouter(dependencies=[Depends(authenticate)], route_class=DirectRoute)
 
 
 class StreamOptions(BaseModel):
