@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -28,6 +30,16 @@ from routers import (
     openai_compat,
     ops,
     schemas,
+)
+
+# FastAPI's own telemetry off: the gateway traces and counts its requests itself
+# (RequestSpans, RecordRequests); FastAPI's would only add its spans and metrics beside those
+# wherever a process-wide OpenTelemetry provider is set, and costs every request a look at the
+# global providers even where none is. (A FastAPI without native telemetry has no such option.)
+_NO_FASTAPI_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
 )
 
 
@@ -65,7 +77,11 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     # strict_content_type off: a JSON body is read as JSON whatever Content-Type the caller sent
     # (curl -d, for one, sends a form type), as the providers' own APIs do.
     app = FastAPI(
-        title="llm-router", version=__version__, lifespan=lifespan, strict_content_type=False
+        title="llm-router",
+        version=__version__,
+        lifespan=lifespan,
+        strict_content_type=False,
+        **_NO_FASTAPI_TELEMETRY,
     )
     app.state.gateway = gateway
     app.state.draining = False
