@@ -15,7 +15,6 @@ from app import __version__
 from app.config import RouterConfig, load_config
 from app.gateway import Gateway
 from app.lifecycle import InFlight, Lifecycle, signal_handlers
-from app.limits import BodyLimit, HeaderLimit
 from app.reload import Loader, Reloader
 from app.telemetry import RecordRequests, Telemetry
 from app.tracing import Tracing
@@ -88,9 +87,8 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     app.state.tracing = tracing
     app.state.inflight = InFlight()
     app.state.reloader = Reloader(app.state, reload)
-    app.add_middleware(BodyLimit, limit=lambda: app.state.gateway.config.server.max_body_bytes)
-    app.add_middleware(HeaderLimit, limit=lambda: app.state.gateway.config.server.max_header_bytes)
-    app.add_middleware(Lifecycle, state=app.state)  # refuses while draining
+    # Refuses while draining, then holds each request to the header and body limits.
+    app.add_middleware(Lifecycle, state=app.state)
     app.state.telemetry = Telemetry(lambda: app.state.gateway)
     app.add_middleware(RecordRequests, telemetry=app.state.telemetry)
     # Added last, so outermost: even a refused body or a draining refusal gets its span.
