@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from app.chat import ChatRequest, StreamEvent, StreamFinish, TextDelta, ToolCallDelta
 from app.errors import ProviderError
 from app.routing import Call
 from routers.common import (
+    JSONBody,
     complete,
     decisions_of,
     open_stream,
@@ -84,7 +85,7 @@ async def chat(body: ChatRequest, request: Request, gateway: GatewayDep) -> Any:
     else:
         result["message"] = completion.message.model_dump()
         result["finish_reason"] = completion.finish_reason
-    return JSONResponse(result, headers=router_headers(call, body.route))
+    return JSONBody(result, headers=router_headers(call, body.route))
 
 
 async def _stream(

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.chat import (
@@ -29,6 +29,7 @@ from app.chat import (
 from app.errors import InvalidRequest, ProviderError
 from app.routing import Call
 from routers.common import (
+    JSONBody,
     answered_model,
     complete,
     dumps,
@@ -150,7 +151,7 @@ async def chat_completions(
         "usage": _usage(call),
         "router": router_summary(call, body.model),
     }
-    return JSONResponse(result, headers=router_headers(call, body.model))
+    return JSONBody(result, headers=router_headers(call, body.model))
 
 
 async def _stream(
