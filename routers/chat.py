@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from routers.common import (
     router_headers,
     sse,
     trace_id_of,
+    uuid4_hex,
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
 from routers.direct import DirectRoute
@@ -66,7 +66,7 @@ async def chat(body: ChatRequest, request: Request, gateway: GatewayDep) -> Any:
     started = time.perf_counter()
     node = resolve_node(gateway, body.route)
     call = gateway.new_call(body, request.headers)
-    chat_id = f"chat-{uuid.uuid4().hex}"
+    chat_id = f"chat-{uuid4_hex()}"
 
     if body.stream and not body.dry_run:
         first, events = await open_stream(node, call)

@@ -7,7 +7,6 @@ An unmodified OpenAI SDK works against these. `model` names a route, a model ali
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,6 +35,7 @@ from routers.common import (
     open_stream,
     router_headers,
     router_summary,
+    uuid4_hex,
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
 from routers.direct import DirectRoute
@@ -119,7 +119,7 @@ async def chat_completions(
 ) -> Any:
     node = resolve_node(gateway, body.model)
     call = gateway.new_call(body.canonical(), request.headers)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    completion_id = f"chatcmpl-{uuid4_hex()}"
     created = int(time.time())
 
     if body.stream:
