@@ -76,3 +76,32 @@ def test_limits_and_in_flight_count(app: FastAPI) -> None:
         assert client.post("/v1/chat", json=ASK).status_code == 200
         # Refused or answered, each request has left the in-flight count.
         assert app.state.inflight.count() == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"a": [1, 2.5, None, True, False], "b": {"c": 'é ✓ \u2028 "q" \\ </'}, "d": []},
+        {"big": 2**70},  # past orjson's 64 bits: the stdlib renders it
+        {1: "a key that is not a string"},  # the same
+        "plain",
+    ],
+)
+def test_json_body_is_the_json_starlette_renders(content: object) -> None:
+    from fastapi.responses import JSONResponse
+
+    from routers.common import JSONBody
+
+    assert JSONBody(content).body == JSONResponse(content).body
+
+
+def test_uuid4_hex_is_a_random_version_4_uuid() -> None:
+    import uuid
+
+    from routers.common import uuid4_hex
+
+    seen = {uuid4_hex() for _ in range(2000)}
+    assert len(seen) == 2000
+    for text in seen:
+        parsed = uuid.UUID(hex=text)
+        assert (parsed.hex, parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
