@@ -144,6 +144,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 _AFTER_DRAIN_S = 1
 
 
+def _access_log(args: argparse.Namespace) -> bool:
+    """Access lines as asked; by default where the log level shows them (info, debug). Above
+    that the server would still work out every line's fields only for the logger to drop it."""
+    if args.access_log is not None:
+        return bool(args.access_log)
+    return args.log_level in ("info", "debug")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -170,6 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            access_log=_access_log(args),
             timeout_graceful_shutdown=_AFTER_DRAIN_S,
             # A worker imports every provider SDK before it can answer uvicorn's health ping;
             # the default 5 s kills it on a slow disk before it ever serves.
@@ -181,6 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
+            access_log=_access_log(args),
             timeout_graceful_shutdown=_AFTER_DRAIN_S,
         )
     return 0
@@ -208,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("ROUTER_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("ROUTER_PORT", "8080")))
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a line per request (default: at log level info or debug)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )

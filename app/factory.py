@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -13,7 +15,6 @@ from app import __version__
 from app.config import RouterConfig, load_config
 from app.gateway import Gateway
 from app.lifecycle import InFlight, Lifecycle, signal_handlers
-from app.limits import BodyLimit, HeaderLimit
 from app.reload import Loader, Reloader
 from app.telemetry import RecordRequests, Telemetry
 from app.tracing import Tracing
@@ -28,6 +29,16 @@ from routers import (
     openai_compat,
     ops,
     schemas,
+)
+
+# FastAPI's own telemetry off: the gateway traces and counts its requests itself
+# (RequestSpans, RecordRequests); FastAPI's would only add its spans and metrics beside those
+# wherever a process-wide OpenTelemetry provider is set, and costs every request a look at the
+# global providers even where none is. (A FastAPI without native telemetry has no such option.)
+_NO_FASTAPI_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
 )
 
 
@@ -65,24 +76,29 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     # strict_content_type off: a JSON body is read as JSON whatever Content-Type the caller sent
     # (curl -d, for one, sends a form type), as the providers' own APIs do.
     app = FastAPI(
-        title="llm-router", version=__version__, lifespan=lifespan, strict_content_type=False
+        title="llm-router",
+        version=__version__,
+        lifespan=lifespan,
+        strict_content_type=False,
+        **_NO_FASTAPI_TELEMETRY,
     )
     app.state.gateway = gateway
     app.state.draining = False
     app.state.tracing = tracing
     app.state.inflight = InFlight()
     app.state.reloader = Reloader(app.state, reload)
-    app.add_middleware(BodyLimit, limit=lambda: app.state.gateway.config.server.max_body_bytes)
-    app.add_middleware(HeaderLimit, limit=lambda: app.state.gateway.config.server.max_header_bytes)
-    app.add_middleware(Lifecycle, state=app.state)  # refuses while draining
+    # Refuses while draining, then holds each request to the header and body limits.
+    app.add_middleware(Lifecycle, state=app.state)
     app.state.telemetry = Telemetry(lambda: app.state.gateway)
     app.add_middleware(RecordRequests, telemetry=app.state.telemetry)
     # Added last, so outermost: even a refused body or a draining refusal gets its span.
     app.add_middleware(RequestSpans, tracer=lambda: app.state.gateway.tracer)
     errors.install(app)
-    app.include_router(health.router)
-    app.include_router(chat.router)
+    # Routes are matched in the order they are included: the chat endpoints, which take nearly
+    # all the traffic, first (no two routers share a path, so the order decides nothing else).
     app.include_router(openai_compat.router)
+    app.include_router(chat.router)
+    app.include_router(health.router)
     app.include_router(anthropic_compat.router)
     app.include_router(admin.router)
     app.include_router(ops.router)

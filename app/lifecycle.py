@@ -3,6 +3,8 @@
 `Lifecycle` (ASGI middleware) pins each request to the gateway serving when it arrived (a
 reload swaps in a new one; the request finishes on its own) and counts it in flight until its
 response, stream included, has been sent. While draining it refuses new requests with 503.
+It also holds each request to that gateway's header and body limits (`app/limits.py`): one
+middleware layer rather than three, since every layer costs every request.
 
 On SIGTERM: readiness turns false and new requests are refused at once; requests and streams in
 flight get up to `server.drain_timeout_s` to finish; then the signal goes on to the HTTP server
@@ -25,7 +27,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ServiceUnavailable
-from app.limits import send_error
+from app.limits import headers_too_large, limit_body, measure, send_error
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
@@ -73,7 +75,9 @@ class InFlight:
 
 
 class Lifecycle:
-    """Pins, counts, and while draining refuses requests (ASGI middleware)."""
+    """Pins, counts, and while draining refuses requests; then 431 for headers over
+    `server.max_header_bytes` and 413 for a body over `server.max_body_bytes` (ASGI middleware).
+    """
 
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
@@ -91,7 +95,12 @@ class Lifecycle:
         inflight: InFlight = self.state.inflight
         inflight.enter(gateway)
         try:
-            await self.app(scope, receive, send)
+            server = gateway.config.server
+            size, declared = measure(scope.get("headers", ()))
+            if size > server.max_header_bytes:
+                await send_error(send, headers_too_large(server.max_header_bytes))
+                return
+            await limit_body(self.app, scope, receive, send, server.max_body_bytes, declared)
         finally:
             inflight.leave(gateway)
 

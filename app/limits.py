@@ -1,60 +1,73 @@
-"""Request limits as plain ASGI middleware: a body refused before it is read into memory, and
-headers refused before any endpoint sees them."""
+"""Request limits, applied by the lifecycle middleware (app/lifecycle.py): a body refused before
+it is read into memory, and headers refused before any endpoint sees them."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, RouterError
 
 
-class BodyLimit:
-    """413 for a body over `limit()` bytes, by Content-Length or by counting what arrives."""
+class HeadersTooLarge(RouterError):
+    type, status = "invalid_request", 431
 
-    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
-        self.app = app
-        self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+def measure(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, int | None]:
+    """One pass over the request's headers: their size, names and values together, and the
+    body's declared Content-Length (the last one given; None without a valid one)."""
+    size = 0
+    declared: int | None = None
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = None
+    return size, declared
+
+
+def headers_too_large(limit: int) -> HeadersTooLarge:
+    """431 for headers over the config's `limit` (the HTTP server's own bound comes first: this
+    one is the same under any server)."""
+    return HeadersTooLarge(
+        f"the request headers are larger than {limit} bytes", code="headers_too_large"
+    )
+
+
+async def limit_body(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, limit: int, declared: int | None
+) -> None:
+    """413 for a body over `limit` bytes, by Content-Length or by counting what arrives, before
+    `app` sees any of it."""
+    if declared is not None:
+        # The HTTP server holds the body to its declared length.
+        if declared > limit:
+            await send_error(send, PayloadTooLarge(f"the body is larger than {limit} bytes"))
             return
-        limit = self.limit()
-        declared: int | None = None
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = None
-        if declared is not None:
-            # The HTTP server holds the body to its declared length.
-            if declared > limit:
-                await send_error(send, PayloadTooLarge(f"the body is larger than {limit} bytes"))
-                return
-            await self.app(scope, receive, send)
+        await app(scope, receive, send)
+        return
+    # No length declared (chunked): read up to the limit before the app sees anything.
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            await app(scope, _replay([message], receive), send)
             return
-        # No length declared (chunked): read up to the limit before the app sees anything.
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
-            body = message.get("body", b"")
-            seen += len(body)
-            if seen > limit:
-                await send_error(send, PayloadTooLarge(f"the body is larger than {limit} bytes"))
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([whole], receive), send)
+        body = message.get("body", b"")
+        seen += len(body)
+        if seen > limit:
+            await send_error(send, PayloadTooLarge(f"the body is larger than {limit} bytes"))
+            return
+        chunks.append(body)
+        if not message.get("more_body", False):
+            break
+    whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+    await app(scope, _replay([whole], receive), send)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -64,31 +77,6 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-class HeadersTooLarge(RouterError):
-    type, status = "invalid_request", 431
-
-
-class HeaderLimit:
-    """431 when the request's headers, names and values together, exceed `limit()` bytes (the
-    HTTP server's own bound comes first: this one is the config's, the same under any server)."""
-
-    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            size = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
-            limit = self.limit()
-            if size > limit:
-                error = HeadersTooLarge(
-                    f"the request headers are larger than {limit} bytes", code="headers_too_large"
-                )
-                await send_error(send, error)
-                return
-        await self.app(scope, receive, send)
 
 
 async def send_error(send: Send, error: RouterError) -> None:

@@ -97,6 +97,17 @@ class Metrics:
         )
         self._breakers = _BreakerCollector(breakers)
         r.register(self._breakers)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: `labels()` checks, locks and looks up on every call,
+        and a request records up to a dozen series. Prometheus keeps every child it has made
+        anyway, so keeping them here holds nothing more."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def exposition(self) -> bytes:
         """The text a scrape gets: this process's registry, or every worker's in multiprocess."""

@@ -93,11 +93,11 @@ class Telemetry:
             provider, model = served.provider.name, served.model.model
         else:
             provider, model = "", ""
-        labels = (route, provider, model)
-        m.requests.labels(*labels, status).inc()
-        m.request_seconds.labels(*labels).observe(seconds)
+        child = m.child
+        child(m.requests, route, provider, model, status).inc()
+        child(m.request_seconds, route, provider, model).observe(seconds)
         if first_event_s is not None:
-            m.first_token_seconds.labels(*labels).observe(first_event_s)
+            child(m.first_token_seconds, route, provider, model).observe(first_event_s)
 
         previous: str | None = None
         switches = 0
@@ -106,8 +106,8 @@ class Telemetry:
                 switches += 1
             previous = attempt.target
             outcome = "ok" if attempt.ok else (attempt.error or "error")
-            m.attempts.labels(attempt.provider, attempt.model, outcome).inc()
-            m.upstream_seconds.labels(attempt.provider, attempt.model).observe(
+            child(m.attempts, attempt.provider, attempt.model, outcome).inc()
+            child(m.upstream_seconds, attempt.provider, attempt.model).observe(
                 attempt.latency_ms / 1000
             )
             sample = Sample(attempt.provider, attempt.model, attempt.latency_ms, attempt.ok)
@@ -117,11 +117,11 @@ class Telemetry:
                 sample.cost_usd = answer.cost_usd
             self.stats.add(sample)
         if switches:
-            m.failovers.labels(route).inc(switches)
+            child(m.failovers, route).inc(switches)
         if answer is not None:
-            m.tokens.labels(*labels, "input").inc(answer.usage.input_tokens)
-            m.tokens.labels(*labels, "output").inc(answer.usage.output_tokens)
-            m.cost.labels(*labels).inc(answer.cost_usd)
+            child(m.tokens, route, provider, model, "input").inc(answer.usage.input_tokens)
+            child(m.tokens, route, provider, model, "output").inc(answer.usage.output_tokens)
+            child(m.cost, route, provider, model).inc(answer.cost_usd)
         self._keep(call, route, status, seconds, provider, model)
 
     def _keep(

@@ -3,11 +3,14 @@
     python bench/profile.py                          # one-target route, 16 connections, 8 s
     python bench/profile.py --scenario traced        # tracing on, to nginx standing in as collector
     python bench/profile.py --scenario stream --py-spy /tmp/stream.txt
+    python bench/profile.py --server granian --workers 2
 
-The figure to read is "CPU µs per request" of the gateway process: the gateway's own user+system
-CPU time divided by the requests wrk completed. Unlike req/s it hardly moves when other work shares
-the machine, so it is the figure to compare before and after a change. With --py-spy, py-spy samples
-the serving process for the run and writes collapsed stacks (flamegraph input) to the file given.
+The figure to read is "CPU µs per request" of the gateway: the user+system CPU time of its
+processes (a supervisor and its workers, with --workers or granian) divided by the requests wrk
+completed. Unlike req/s it hardly moves when other work shares the machine, so it is the figure to
+compare before and after a change. With --py-spy, py-spy samples the serving process for the run
+and writes collapsed stacks (flamegraph input) to the file given. --server granian serves the same
+app factory under granian (`pip install granian`) for comparison.
 """
 
 from __future__ import annotations
@@ -35,8 +38,18 @@ SCENARIOS = {
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User+system CPU of the gateway: its process and every process of its group (the server
+    is started in a session of its own: a supervisor's workers count too, and so do workers that
+    exited, through their parent's children times once reaped)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pid:  # the process group
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def main() -> None:
@@ -48,11 +61,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--py-spy", metavar="FILE", help="write py-spy collapsed stacks here")
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     body, traced = SCENARIOS[args.scenario]
     with tempfile.TemporaryDirectory() as tmp, nginx(Path(tmp)) as upstream:
         sink = f"{upstream}/v1/traces" if traced else None
-        with gateway(Path(tmp), upstream, tracing=sink) as (url, pid):
+        with gateway(
+            Path(tmp), upstream, tracing=sink, server=args.server, workers=args.workers
+        ) as (url, pid):
             target = url + "/v1/chat/completions"
             wrk(target, body, 4, 2)  # warm-up
             for _ in range(args.rounds):
@@ -64,6 +81,7 @@ def main() -> None:
                             "record",
                             "--pid",
                             str(pid),
+                            "--subprocesses",  # the workers, under a supervisor
                             "--format",
                             "raw",
                             "--rate",
@@ -82,7 +100,8 @@ def main() -> None:
                 used = cpu_seconds(pid) - before
                 requests = rps * args.duration
                 print(
-                    f"{args.scenario} c={args.connections}: {rps:,.0f} req/s, p50 {p50:.2f} ms, "
+                    f"{args.scenario} {args.server} {args.workers}w c={args.connections}: "
+                    f"{rps:,.0f} req/s, p50 {p50:.2f} ms, "
                     f"p99 {p99:.2f} ms, errors {errors}, gateway CPU {used:.2f} s, "
                     f"{used / requests * 1e6:,.0f} CPU µs per request",
                     flush=True,

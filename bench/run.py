@@ -12,6 +12,7 @@ each at 1, 16 and 64 connections for --duration seconds with wrk (Debian's packa
   gateway-stream    the same target, streaming
   gateway-traced    one-target route, tracing on, exporting to a local OTLP sink
   gateway-2w        one-target route, --workers 2
+  gateway-granian   one-target route, the same app under granian (ASGI, 1 worker; --granian)
   passthrough       a bare Starlette + httpx pass-through (what a minimal proxy costs)
   litellm           LiteLLM proxy, installed by this script into bench/.venv-litellm (--litellm)
 Everything listens on 127.0.0.1 and every run is bounded by --duration. Results: a table on stdout,
@@ -40,6 +41,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIG_ENV = "ROUTER_CONFIG"  # where app.cli.app_from_env reads the config path
 RESULTS = ROOT / "bench" / "results"
 
 COMPLETION = {
@@ -322,7 +324,9 @@ def gateway(
     workers: int = 1,
     tracing: str | None = None,
     python: str = sys.executable,
+    server: str = "uvicorn",
 ) -> contextlib.AbstractContextManager:
+    RESULTS.mkdir(parents=True, exist_ok=True)  # the gateway's log goes there
     config = workdir / f"router-{workers}-{bool(tracing)}.yaml"
     config.write_text(gateway_config(upstream, tracing=tracing))
     port = free_port()
@@ -341,6 +345,27 @@ def gateway(
         "--log-level",
         "warning",
     ]
+    if server == "granian":
+        # The same app factory under granian (ASGI), for comparison: `pip install granian`.
+        env[CONFIG_ENV] = str(config)
+        cmd = [
+            python,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "app.cli:app_from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
 
     @contextlib.contextmanager
     def run() -> Iterator[tuple[str, int]]:
@@ -349,7 +374,7 @@ def gateway(
             ready=f"http://127.0.0.1:{port}/healthz",
             env=env,
             cwd=ROOT,
-            log=RESULTS / f"gateway-{workers}w-{port}.log",
+            log=RESULTS / f"gateway-{server}-{workers}w-{port}.log",
         ) as proc:
             yield f"http://127.0.0.1:{port}", proc.pid
 
@@ -419,6 +444,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM proxy")
+    parser.add_argument("--granian", action="store_true", help="also measure the app under granian")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -436,6 +462,7 @@ def main() -> None:
             "passthrough",
         ]
         + (["litellm"] if args.litellm else [])
+        + (["gateway-granian"] if args.granian else [])
     )
     conns = args.connections
     results: list[Result] = []
@@ -498,6 +525,17 @@ def main() -> None:
             with gateway(workdir, upstream, workers=2) as (url, pid):
                 results += measure(
                     "gateway-2w",
+                    url + "/v1/chat/completions",
+                    body,
+                    conns,
+                    args.duration,
+                    pid,
+                    baseline,
+                )
+        if "gateway-granian" in wanted:
+            with gateway(workdir, upstream, server="granian") as (url, pid):
+                results += measure(
+                    "gateway-granian",
                     url + "/v1/chat/completions",
                     body,
                     conns,

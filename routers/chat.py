@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from app.chat import ChatRequest, StreamEvent, StreamFinish, TextDelta, ToolCallDelta
 from app.errors import ProviderError
 from app.routing import Call
 from routers.common import (
+    JSONBody,
     complete,
     decisions_of,
     open_stream,
     router_headers,
     sse,
     trace_id_of,
+    uuid4_hex,
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
+from routers.direct import DirectRoute
 from routers.errors import upstream_failure
 from routers.schemas import CHAT, CHAT_EVENT, ChatResponse, errors, json_and_sse
 
-router = APIRouter(dependencies=[Depends(authenticate)])
+router = APIRouter(dependencies=[Depends(authenticate)], route_class=DirectRoute)
 
 
 def _summary(call: Call, route: str, chat_id: str, started: float) -> dict[str, Any]:
@@ -65,7 +67,7 @@ async def chat(body: ChatRequest, request: Request, gateway: GatewayDep) -> Any:
     started = time.perf_counter()
     node = resolve_node(gateway, body.route)
     call = gateway.new_call(body, request.headers)
-    chat_id = f"chat-{uuid.uuid4().hex}"
+    chat_id = f"chat-{uuid4_hex()}"
 
     if body.stream and not body.dry_run:
         first, events = await open_stream(node, call)
@@ -84,7 +86,7 @@ async def chat(body: ChatRequest, request: Request, gateway: GatewayDep) -> Any:
     else:
         result["message"] = completion.message.model_dump()
         result["finish_reason"] = completion.finish_reason
-    return JSONResponse(result, headers=router_headers(call, body.route))
+    return JSONBody(result, headers=router_headers(call, body.route))
 
 
 async def _stream(

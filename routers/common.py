@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
+from fastapi.responses import JSONResponse
 
 from app import quota
 from app.chat import Completion, StreamEvent
 from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node
 from routers.errors import upstream_failure
+
+
+class JSONBody(JSONResponse):
+    """A JSON response rendered by orjson: the same compact UTF-8 JSON as Starlette's
+    `JSONResponse`, at a fraction of the stdlib encoder's cost. What orjson does not take (an
+    integer past 64 bits, a key that is not a string) is rendered by the stdlib as before."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return super().render(content)
+
+
+def uuid4_hex() -> str:
+    """`uuid.uuid4().hex` (random, with the version 4 and RFC 4122 variant bits) for a third of
+    its cost: no UUID object is built on the way."""
+    return "%032x" % (int.from_bytes(os.urandom(16)) & _UUID4_KEEP | _UUID4_SET)
+
+
+_UUID4_KEEP = 0xFFFFFFFFFFFF0FFF3FFFFFFFFFFFFFFF  # clears the version and the variant bits
+_UUID4_SET = 0x00000000000040008000000000000000  # version 4, variant 10xx
 
 
 def dumps(data: Any) -> str:

@@ -7,14 +7,13 @@ An unmodified OpenAI SDK works against these. `model` names a route, a model ali
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.chat import (
@@ -30,18 +29,21 @@ from app.chat import (
 from app.errors import InvalidRequest, ProviderError
 from app.routing import Call
 from routers.common import (
+    JSONBody,
     answered_model,
     complete,
     dumps,
     open_stream,
     router_headers,
     router_summary,
+    uuid4_hex,
 )
 from routers.deps import GatewayDep, authenticate, resolve_node
+from routers.direct import DirectRoute
 from routers.errors import upstream_failure
 from routers.schemas import AUTHED, CHAT, ChatCompletion, ModelList, errors, json_and_sse
 
-router = APIRouter(dependencies=[Depends(authenticate)])
+router = APIRouter(dependencies=[Depends(authenticate)], route_class=DirectRoute)
 
 
 class StreamOptions(BaseModel):
@@ -118,7 +120,7 @@ async def chat_completions(
 ) -> Any:
     node = resolve_node(gateway, body.model)
     call = gateway.new_call(body.canonical(), request.headers)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    completion_id = f"chatcmpl-{uuid4_hex()}"
     created = int(time.time())
 
     if body.stream:
@@ -150,7 +152,7 @@ async def chat_completions(
         "usage": _usage(call),
         "router": router_summary(call, body.model),
     }
-    return JSONResponse(result, headers=router_headers(call, body.model))
+    return JSONBody(result, headers=router_headers(call, body.model))
 
 
 async def _stream(

@@ -125,3 +125,15 @@ def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
 def test_version() -> None:
     result = subprocess.run([str(BIN), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("llm-router ")
+
+
+def test_access_log_where_the_level_shows_it_unless_turned_off() -> None:
+    ask = {"messages": [{"role": "user", "content": "hello"}]}
+    line = '"POST /v1/chat HTTP/1.1" 200'
+    for args, logged in (([], True), (["--no-access-log"], False)):
+        proc, base = start(args, clean_env())
+        try:
+            assert httpx.post(base + "/v1/chat", json=ask).status_code == 200
+        finally:
+            out = stop(proc)
+        assert (line in out) is logged, out

@@ -1,0 +1,180 @@
+"""`DirectRoute` answers every request exactly as FastAPI's own handler does, only cheaper."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import fastapi.routing
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, Field
+
+from routers.direct import DirectRoute, _plan
+
+
+class Item(BaseModel):
+    name: str
+    count: int = Field(default=1, ge=1)
+    ratio: float | None = None
+    tags: list[str] = []
+
+
+class Refused(Exception):
+    pass
+
+
+async def who(request: Request) -> str:
+    return request.headers.get("x-who", "nobody")
+
+
+async def guard(request: Request) -> None:
+    if request.headers.get("x-refuse"):
+        raise Refused()
+
+
+def build(route_class: type[APIRoute]) -> FastAPI:
+    router = APIRouter(dependencies=[Depends(guard)], route_class=route_class)
+
+    @router.post("/items")
+    async def create(body: Item, request: Request, caller: Annotated[str, Depends(who)]) -> Any:
+        return JSONResponse({"item": body.model_dump(), "caller": caller, "path": request.url.path})
+
+    @router.post("/plain")
+    async def plain(body: Item) -> Any:
+        return {"echo": body.model_dump()}  # not a Response: serialized as FastAPI would
+
+    app = FastAPI(strict_content_type=False)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"refused": True}, status_code=403)
+
+    app.include_router(router)
+    return app
+
+
+JSON = {"content-type": "application/json"}
+CASES: list[tuple[str, bytes, dict[str, str]]] = [
+    ("/items", b'{"name": "a"}', JSON),
+    ("/items", b'{"name": "a", "count": 3, "ratio": 0.5, "tags": ["x", "\\u00e9"]}', JSON),
+    ("/items", b'{"name": "a"}', {"content-type": "application/json; charset=utf-8"}),
+    ("/items", b'{"name": "a"}', {**JSON, "x-who": "me"}),
+    ("/items", b'{"name": "a"}', {**JSON, "x-refuse": "1"}),  # a dependency raising
+    ("/items", b'{"name": 5}', {**JSON, "x-refuse": "1"}),  # the dependency runs first
+    ("/items", b'{"name": "a", "count": 0}', JSON),  # fails validation
+    ("/items", b'{"count": "many"}', JSON),
+    ("/items", b"[]", JSON),
+    ("/items", b"{not json", JSON),
+    ("/items", b"", JSON),
+    ("/items", b'{"name": "a", "ratio": NaN}', JSON),  # JSON only the stdlib parser takes
+    ("/items", b'{"name": "a", "count": 100000000000000000000000}', JSON),  # past 64 bits
+    ("/items", b'{"name": "\\ud800"}', JSON),  # a lone surrogate
+    ("/items", b'{"name": "a", "name": "b"}', JSON),  # a repeated key: the last wins
+    ("/items", b'\xef\xbb\xbf{"name": "a"}', JSON),  # a byte-order mark
+    ("/items", b'{"name": "a"}', {}),  # no content type
+    ("/items", b'{"name": "a"}', {"content-type": "text/plain"}),
+    ("/items", b"name=a", {"content-type": "application/x-www-form-urlencoded"}),
+    ("/items", b'{"name": "a"}', {"content-type": "application/vnd.api+json"}),
+    ("/plain", b'{"name": "a", "count": 2}', JSON),
+    ("/plain", b'{"name": 1}', JSON),
+]
+
+
+@pytest.mark.parametrize(("path", "content", "headers"), CASES)
+def test_answers_as_fastapi_does(path: str, content: bytes, headers: dict[str, str]) -> None:
+    # A NaN the endpoint cannot answer with is a 500 either way.
+    generic = TestClient(build(APIRoute), raise_server_exceptions=False)
+    direct = TestClient(build(DirectRoute), raise_server_exceptions=False)
+    expected = generic.post(path, content=content, headers=headers)
+    got = direct.post(path, content=content, headers=headers)
+    assert (got.status_code, got.headers.get("content-type"), got.content) == (
+        expected.status_code,
+        expected.headers.get("content-type"),
+        expected.content,
+    )
+
+
+def test_an_ordinary_request_skips_fastapi_dependency_solving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = TestClient(build(DirectRoute))
+    solved: list[object] = []
+    original = fastapi.routing.solve_dependencies
+
+    async def counting(**kwargs: Any) -> Any:
+        solved.append(kwargs["dependant"])
+        return await original(**kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    assert client.post("/items", json={"name": "a"}, headers={"x-who": "me"}).json() == {
+        "item": {"name": "a", "count": 1, "ratio": None, "tags": []},
+        "caller": "me",
+        "path": "/items",
+    }
+    assert solved == []
+    # A body FastAPI must refuse goes its way, and is refused as it would refuse it.
+    assert client.post("/items", json={"name": 1}).status_code == 422
+    assert len(solved) == 1
+
+
+def test_dependency_overrides_are_honoured() -> None:
+    app = build(DirectRoute)
+
+    async def someone(request: Request) -> str:
+        return "overridden"
+
+    app.dependency_overrides[who] = someone
+    answer = TestClient(app).post("/items", json={"name": "a"})
+    assert answer.json()["caller"] == "overridden"
+
+
+def test_only_routes_that_fit_are_taken_directly() -> None:
+    router = APIRouter(route_class=DirectRoute)
+
+    @router.post("/query")
+    async def with_query(body: Item, q: str) -> Any:
+        return {}
+
+    @router.post("/status", status_code=201)
+    async def with_status(body: Item) -> Any:
+        return {}
+
+    @router.post("/model")
+    async def with_model(body: Item) -> Item:
+        return body
+
+    async def sync_dep(request: Request) -> None:
+        yield
+
+    @router.post("/gen")
+    async def with_generator(body: Item, _: Annotated[None, Depends(sync_dep)]) -> Any:
+        return {}
+
+    @router.get("/none")
+    async def without_body() -> Any:
+        return {}
+
+    @router.post("/fits")
+    async def fits(body: Item, request: Request) -> Any:
+        return {}
+
+    taken = {route.path: _plan(route) is not None for route in router.routes}
+    assert taken == {
+        "/query": False,
+        "/status": False,
+        "/model": False,
+        "/gen": False,
+        "/none": False,
+        "/fits": True,
+    }
+
+
+def test_the_gateway_chat_endpoints_are_taken_directly() -> None:
+    from routers import chat, openai_compat
+
+    for router, path in ((chat.router, "/v1/chat"), (openai_compat.router, "/v1/chat/completions")):
+        (route,) = [r for r in router.routes if getattr(r, "path", None) == path]
+        assert isinstance(route, DirectRoute) and _plan(route) is not None

@@ -1,0 +1,107 @@
+"""The gateway's own HTTP layer: what it adds to every request, and what it leaves out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import opentelemetry.trace
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from app.config import parse_config
+from app.factory import create_app
+
+SIM = """
+server:
+  max_header_bytes: 2048
+  max_body_bytes: 4096
+providers:
+  sim: {type: simulated}
+models:
+  fast: {provider: sim, model: sim-fast}
+routes:
+  default: fast
+"""
+
+ASK = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def app() -> Iterator[FastAPI]:
+    yield create_app(parse_config(SIM, source="<test>"))
+
+
+def test_fastapi_adds_no_spans_of_its_own(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process-wide provider (set by an operator's auto-instrumentation, say) must not make
+    # FastAPI trace each request beside the gateway's own request spans.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(opentelemetry.trace, "get_tracer_provider", lambda: provider)
+    with TestClient(app) as client:
+        assert client.post("/v1/chat", json=ASK).status_code == 200
+        assert client.get("/healthz").status_code == 200
+    assert exporter.get_finished_spans() == ()
+
+
+def test_draining_refuses_before_the_limits(app: FastAPI) -> None:
+    with TestClient(app) as client:
+        app.state.draining = True
+        huge = {"x-pad": "v" * 4000}
+        refused = client.post("/v1/chat", json=ASK, headers=huge)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "draining"
+        # Probes are answered while draining, and held to the limits like any request.
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/healthz", headers=huge).status_code == 431
+        app.state.draining = False
+
+
+def test_limits_and_in_flight_count(app: FastAPI) -> None:
+    with TestClient(app) as client:
+        over = client.post("/v1/chat", json=ASK, headers={"x-pad": "v" * 4000})
+        assert (over.status_code, over.json()["error"]["code"]) == (431, "headers_too_large")
+        big = {"messages": [{"role": "user", "content": "x" * 5000}]}
+        assert client.post("/v1/chat", json=big).status_code == 413
+        chunked = client.post(
+            "/v1/chat",
+            content=iter([b'{"messages": [{"role": "user", "content": "', b"x" * 5000, b'"}]}']),
+            headers={"content-type": "application/json"},
+        )
+        assert chunked.status_code == 413
+        assert client.post("/v1/chat", json=ASK).status_code == 200
+        # Refused or answered, each request has left the in-flight count.
+        assert app.state.inflight.count() == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"a": [1, 2.5, None, True, False], "b": {"c": 'é ✓ \u2028 "q" \\ </'}, "d": []},
+        {"big": 2**70},  # past orjson's 64 bits: the stdlib renders it
+        {1: "a key that is not a string"},  # the same
+        "plain",
+    ],
+)
+def test_json_body_is_the_json_starlette_renders(content: object) -> None:
+    from fastapi.responses import JSONResponse
+
+    from routers.common import JSONBody
+
+    assert JSONBody(content).body == JSONResponse(content).body
+
+
+def test_uuid4_hex_is_a_random_version_4_uuid() -> None:
+    import uuid
+
+    from routers.common import uuid4_hex
+
+    seen = {uuid4_hex() for _ in range(2000)}
+    assert len(seen) == 2000
+    for text in seen:
+        parsed = uuid.UUID(hex=text)
+        assert (parsed.hex, parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
