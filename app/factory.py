@@ -65,10 +65,13 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
         # moved out of the collector's sight, a full collection no longer walks it.
         gc.collect()
         gc.freeze()
+        gc_pauses = app.state.telemetry.metrics.gc_pauses
+        gc_pauses.install()
         try:
             with signal_handlers(app.state, reloader.on_signal):
                 yield
         finally:
+            gc_pauses.uninstall()
             await reloader.aclose()
             await app.state.gateway.aclose()
             tracing.shutdown()

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.gcstats import GcPauses
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -95,6 +97,7 @@ class Metrics:
             "Trace spans dropped before export (queue full, exporter failing).",
             registry=r,
         )
+        self.gc_pauses = GcPauses(r)  # installed for the app's lifetime by its lifespan
         self._breakers = _BreakerCollector(breakers)
         r.register(self._breakers)
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}

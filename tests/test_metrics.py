@@ -183,3 +183,12 @@ def test_each_app_has_its_own_registry() -> None:
     first.state.telemetry.spans_dropped()
     assert b"llm_router_spans_dropped_total 1.0" in first.state.telemetry.metrics.exposition()
     assert b"llm_router_spans_dropped_total 0.0" in second.state.telemetry.metrics.exposition()
+
+
+def test_gc_pauses_are_exported_while_the_app_serves(base: str) -> None:
+    import gc
+
+    gc.collect()  # a full collection while the app is up: timed into generation 2
+    samples = scrape(base)
+    assert value(samples, "llm_router_gc_pause_seconds_count", generation="2") >= 1
+    assert value(samples, "llm_router_gc_pause_seconds_sum", generation="2") > 0
