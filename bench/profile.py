@@ -16,7 +16,6 @@ app factory under granian (`pip install granian`) for comparison.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import REQUEST, gateway, nginx, wrk
+from run import REQUEST, cpu_seconds, gateway, nginx, wrk
 
 SCENARIOS = {
     "plain": ({"model": "default", **REQUEST}, False),
@@ -35,21 +34,6 @@ SCENARIOS = {
     "traced": ({"model": "default", **REQUEST}, True),
     "traced-stream": ({"model": "stream", **REQUEST, "stream": True}, True),
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU of the gateway: its process and every process of its group (the server
-    is started in a session of its own: a supervisor's workers count too, and so do workers that
-    exited, through their parent's children times once reaped)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pid:  # the process group
-            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ each at 1, 16 and 64 connections for --duration seconds with wrk (Debian's packa
   gateway           llm-router, one worker, a one-target route through the openai adapter
   gateway-policy    the same, through a classify (rules) → failover route
   gateway-stream    the same target, streaming
-  gateway-traced    one-target route, tracing on, exporting to a local OTLP sink
+  gateway-traced    one-target route, tracing on, exporting OTLP to nginx (a sink that drops)
+  gateway-traced-policy, gateway-traced-stream   the policy and streaming routes, tracing on
   gateway-2w        one-target route, --workers 2
   gateway-granian   one-target route, the same app under granian (ASGI, 1 worker; --granian)
   passthrough       a bare Starlette + httpx pass-through (what a minimal proxy costs)
@@ -124,6 +125,36 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of the gateway: its process and every process of its group (the server
+    is started in a session of its own: a supervisor's workers count too, and so do workers that
+    exited, through their parent's children times once reaped)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pid:  # the process group
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def long_gc_pauses(metrics_url: str) -> int | None:
+    """Garbage collections that held the gateway over 50 ms so far (its /metrics histogram)."""
+    try:
+        text = httpx.get(metrics_url, timeout=5).text
+    except httpx.HTTPError:
+        return None
+    total = under = 0.0
+    for line in text.splitlines():
+        if line.startswith("llm_router_gc_pause_seconds_count"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("llm_router_gc_pause_seconds_bucket") and 'le="0.05"' in line:
+            under += float(line.rsplit(" ", 1)[1])
+    return round(total - under)
+
+
 @contextlib.contextmanager
 def process(
     cmd: list[str],
@@ -208,6 +239,8 @@ class Result:
     errors: int
     rss_mb: float | None = None
     added_p50_ms: float | None = None
+    cpu_us: float | None = None  # the gateway's CPU per request (all its processes)
+    long_gc: int | None = None  # collections over 50 ms during the step
     extra: dict = field(default_factory=dict)
 
 
@@ -297,21 +330,31 @@ def measure(
     duration: float,
     pid: int | None,
     baseline: dict[int, float],
+    metrics: str | None = None,
 ) -> list[Result]:
     results = []
     # Warm up: imports, pools, caches.
     subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-s", "/dev/null", url], capture_output=True)
     for c in conns:
         httpx.post(url, json=body, timeout=10)
+        cpu_before = cpu_seconds(pid) if pid else 0.0
+        gc_before = long_gc_pauses(metrics) if metrics else None
         rps, p50, p90, p99, errors = wrk(url, body, c, duration)
         result = Result(name, c, rps, p50, p90, p99, errors, rss_mb=rss_mb(pid) if pid else None)
+        if pid and rps:
+            result.cpu_us = round((cpu_seconds(pid) - cpu_before) / (rps * duration) * 1e6)
+        if metrics and gc_before is not None:
+            gc_after = long_gc_pauses(metrics)
+            result.long_gc = None if gc_after is None else gc_after - gc_before
         if c in baseline:
             result.added_p50_ms = round(p50 - baseline[c], 3)
         results.append(result)
         print(
             f"  {name:16} c={c:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p90 {p90:7.2f}  "
             f"p99 {p99:7.2f}  err {errors}"
-            + (f"  rss {result.rss_mb:.0f} MB" if result.rss_mb else ""),
+            + (f"  rss {result.rss_mb:.0f} MB" if result.rss_mb else "")
+            + (f"  cpu {result.cpu_us} µs/req" if result.cpu_us else "")
+            + (f"  gc>50ms {result.long_gc}" if result.long_gc is not None else ""),
             flush=True,
         )
     return results
@@ -458,6 +501,8 @@ def main() -> None:
             "gateway-policy",
             "gateway-stream",
             "gateway-traced",
+            "gateway-traced-policy",
+            "gateway-traced-stream",
             "gateway-2w",
             "passthrough",
         ]
@@ -487,6 +532,7 @@ def main() -> None:
                         args.duration,
                         pid,
                         baseline,
+                        metrics=url + "/metrics",
                     )
                 if "gateway-policy" in wanted:
                     results += measure(
@@ -497,6 +543,7 @@ def main() -> None:
                         args.duration,
                         pid,
                         baseline,
+                        metrics=url + "/metrics",
                     )
                 if "gateway-stream" in wanted:
                     results += measure(
@@ -507,20 +554,29 @@ def main() -> None:
                         args.duration,
                         pid,
                         {},
+                        metrics=url + "/metrics",
                     )
-        if "gateway-traced" in wanted and supports_tracing():
+        traced = {"gateway-traced", "gateway-traced-policy", "gateway-traced-stream"}
+        if wanted & traced and supports_tracing():
             # nginx stands in for a fast local collector: it accepts each OTLP export and drops it.
             sink = f"{upstream}/v1/traces"
             with gateway(workdir, upstream, tracing=sink) as (url, pid):
-                results += measure(
-                    "gateway-traced",
-                    url + "/v1/chat/completions",
-                    body,
-                    conns,
-                    args.duration,
-                    pid,
-                    baseline,
-                )
+                for name, model, stream in (
+                    ("gateway-traced", "default", False),
+                    ("gateway-traced-policy", "policy", False),
+                    ("gateway-traced-stream", "stream", True),
+                ):
+                    if name in wanted:
+                        results += measure(
+                            name,
+                            url + "/v1/chat/completions",
+                            {**body, "model": model, **({"stream": True} if stream else {})},
+                            conns,
+                            args.duration,
+                            pid,
+                            {} if stream else baseline,
+                            metrics=url + "/metrics",
+                        )
         if "gateway-2w" in wanted:
             with gateway(workdir, upstream, workers=2) as (url, pid):
                 results += measure(
@@ -531,6 +587,7 @@ def main() -> None:
                     args.duration,
                     pid,
                     baseline,
+                    metrics=url + "/metrics",
                 )
         if "gateway-granian" in wanted:
             with gateway(workdir, upstream, server="granian") as (url, pid):
@@ -542,6 +599,7 @@ def main() -> None:
                     args.duration,
                     pid,
                     baseline,
+                    metrics=url + "/metrics",
                 )
         if "passthrough" in wanted:
             port = free_port()
@@ -601,15 +659,18 @@ def report(results: list[Result]) -> None:
         )
     )
     print(
-        "\n| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | RSS MB | errors |"
+        "\n| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | RSS MB "
+        "| CPU µs/req | GC > 50 ms | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         added = f"{r.added_p50_ms:.2f}" if r.added_p50_ms is not None else "-"
         rss = f"{r.rss_mb:.0f}" if r.rss_mb else "-"
+        cpu = f"{r.cpu_us:,.0f}" if r.cpu_us else "-"
+        long_gc = "-" if r.long_gc is None else str(r.long_gc)
         print(
             f"| {r.name} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
-            f"{r.p99_ms:.2f} | {added} | {rss} | {r.errors} |"
+            f"{r.p99_ms:.2f} | {added} | {rss} | {cpu} | {long_gc} | {r.errors} |"
         )
     try:
         import matplotlib
