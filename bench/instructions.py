@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from profile import SCENARIOS
 
-from run import ROOT, free_port, gateway_config, nginx, wait_ready
+from run import gateway, nginx
 
 
 async def send(url: str, body: dict, count: int, concurrency: int) -> None:
@@ -60,45 +59,25 @@ def main() -> None:
     body, traced = SCENARIOS[args.scenario]
     with tempfile.TemporaryDirectory() as tmp, nginx(Path(tmp)) as upstream:
         sink = f"{upstream}/v1/traces" if traced else None
-        config = Path(tmp) / "router.yaml"
-        config.write_text(gateway_config(upstream, tracing=sink))
-        port = free_port()
-        out = Path(tmp) / "callgrind.out"
-        cmd = [
+        valgrind = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
+            f"--callgrind-out-file={Path(tmp) / 'callgrind.out'}",
         ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        log = open(Path(tmp) / "valgrind.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url + "/healthz", proc, timeout=600)
+        serving = gateway(Path(tmp), upstream, tracing=sink, prefix=valgrind, ready_timeout=600)
+        with serving as (url, pid):
             target = url + "/v1/chat/completions"
             asyncio.run(send(target, body, 50, args.concurrency))  # warm-up
-            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True)
+            subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True)
             started = time.monotonic()
             asyncio.run(send(target, body, args.requests, args.concurrency))
             if traced:
                 time.sleep(2)  # the export thread sends what the requests made (its delay: 0.5 s)
-            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True)
+            subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True)
             elapsed = time.monotonic() - started
-        finally:
-            proc.terminate()
-            proc.wait(timeout=120)
-            log.close()
+            # Written now, not at exit: however the gateway is stopped, the counts are on disk.
+            subprocess.run(["callgrind_control", "-d", str(pid)], check=True)
         totals = 0
         for path in Path(tmp).glob("callgrind.out*"):
             text = path.read_text(errors="replace")

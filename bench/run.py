@@ -35,7 +35,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -163,6 +163,7 @@ def process(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     log: Path | None = None,
+    ready_timeout: float = 60,
 ) -> Iterator[subprocess.Popen]:
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +172,7 @@ def process(
         cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        wait_ready(ready, proc)
+        wait_ready(ready, proc, timeout=ready_timeout)
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -368,7 +369,11 @@ def gateway(
     tracing: str | None = None,
     python: str = sys.executable,
     server: str = "uvicorn",
+    prefix: Sequence[str] = (),
+    ready_timeout: float = 60,
 ) -> contextlib.AbstractContextManager:
+    """The gateway serving a one-target, a policy and a streaming route in front of `upstream`;
+    `prefix` runs it under another program (bench/instructions.py: valgrind)."""
     RESULTS.mkdir(parents=True, exist_ok=True)  # the gateway's log goes there
     config = workdir / f"router-{workers}-{bool(tracing)}.yaml"
     config.write_text(gateway_config(upstream, tracing=tracing))
@@ -413,11 +418,12 @@ def gateway(
     @contextlib.contextmanager
     def run() -> Iterator[tuple[str, int]]:
         with process(
-            cmd,
+            [*prefix, *cmd],
             ready=f"http://127.0.0.1:{port}/healthz",
             env=env,
             cwd=ROOT,
             log=RESULTS / f"gateway-{server}-{workers}w-{port}.log",
+            ready_timeout=ready_timeout,
         ) as proc:
             yield f"http://127.0.0.1:{port}", proc.pid
 
