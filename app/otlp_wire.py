@@ -97,13 +97,17 @@ _KEYS: dict[str, bytes] = {}
 _KEYS_MAX = 4096  # a process sees a few hundred attribute names; never grow without bound
 
 
+def _new_key(key: str) -> bytes:
+    """A KeyValue's key field, encoded and kept (callers look in `_KEYS` first)."""
+    encoded = _field(_T1_LEN, key.encode("utf-8", "surrogatepass"))
+    if len(_KEYS) < _KEYS_MAX:
+        _KEYS[key] = encoded
+    return encoded
+
+
 def _key_value(key: str, value: Any, scrub: Scrub) -> bytes:
     """A KeyValue message's bytes: { string key = 1; AnyValue value = 2; }."""
-    encoded = _KEYS.get(key)
-    if encoded is None:
-        encoded = _field(_T1_LEN, key.encode("utf-8", "surrogatepass"))
-        if len(_KEYS) < _KEYS_MAX:
-            _KEYS[key] = encoded
+    encoded = _KEYS.get(key) or _new_key(key)
     return encoded + _field(_T2_LEN, _any_value(value, scrub))
 
 
@@ -113,11 +117,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None, scrub: Scrub =
     out = []
     for key, value in attributes.items():
         if type(value) is str:  # most attributes: the general path, inlined
-            encoded = _KEYS.get(key)
-            if encoded is None:
-                encoded = _field(_T1_LEN, key.encode("utf-8", "surrogatepass"))
-                if len(_KEYS) < _KEYS_MAX:
-                    _KEYS[key] = encoded
+            encoded = _KEYS.get(key) or _new_key(key)
             text = _text(value, scrub)
             n = len(text)
             any_value = b"\x0a" + (_SMALL[n] if n < 0x80 else _varint(n)) + text
