@@ -123,16 +123,13 @@ class RedactingExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not self.redactor.secrets:
             return self.inner.export(spans)
-        return self.inner.export([self._scrubbed(span) for span in spans])
+        return self.inner.export([scrubbed(span, self.redactor) for span in spans])
 
     def shutdown(self) -> None:
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
-
-    def _scrubbed(self, span: ReadableSpan) -> ReadableSpan:
-        return scrubbed(span, self.redactor)
 
 
 def scrubbed(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
