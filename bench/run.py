@@ -1,6 +1,6 @@
 """The gateway benchmark: a fixed fast upstream, the gateway in front of it, wrk driving both.
 
-    python bench/run.py                       # everything: ~6 minutes
+    python bench/run.py                       # everything: ~8 minutes
     python bench/run.py --quick               # fewer scenarios, shorter runs
     python bench/run.py --only gateway --duration 5 --connections 1 16
 
@@ -15,6 +15,9 @@ each at 1, 16 and 64 connections for --duration seconds with wrk (Debian's packa
   gateway-2w        one-target route, --workers 2
   gateway-granian   one-target route, the same app under granian (ASGI, 1 worker; --granian)
   passthrough       a bare Starlette + httpx pass-through (what a minimal proxy costs)
+  sdk-raw           the openai SDK alone in a bare Starlette app: aiohttp transport,
+                    with_raw_response (the issue's reference for the SDK's own ceiling)
+  sdk-raw-traced    the same with OpenInference on the SDK, exporting OTLP to nginx
   litellm           LiteLLM proxy, installed by this script into bench/.venv-litellm (--litellm)
 Everything listens on 127.0.0.1 and every run is bounded by --duration. Results: a table on stdout,
 bench/results/latest.json and, when matplotlib is importable, bench/results/latest.png.
@@ -452,6 +455,47 @@ if __name__ == "__main__":
 """
 
 
+# The issue's reference for what the gateway can reach: the openai SDK alone, on its aiohttp
+# transport, with_raw_response (no response models built), answering from a bare Starlette app.
+# With a second argument "traced" it is instrumented as a user of the bare SDK would do it:
+# OpenInference on the SDK and a batch span processor exporting OTLP to the same sink.
+SDK_RAW = """
+import sys
+import httpx2
+import openai
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+upstream, port, traced = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "traced"
+if traced:
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(upstream + "/v1/traces")))
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+limits = httpx2.Limits(max_connections=200, max_keepalive_connections=200)  # as the gateway's
+client = openai.AsyncOpenAI(
+    base_url=upstream + "/json/v1", api_key="bench",
+    http_client=openai.DefaultAioHttpClient(limits=limits),
+)
+async def chat(request):
+    body = await request.json()
+    raw = await client.chat.completions.with_raw_response.create(
+        model=body["model"], messages=body["messages"]
+    )
+    return Response(raw.content, media_type="application/json")
+async def health(request):
+    return Response("ok")
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                        Route("/healthz", health)])
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+"""
+
+
 def supports_tracing() -> bool:
     return (ROOT / "app" / "tracing.py").exists()
 
@@ -511,6 +555,8 @@ def main() -> None:
             "gateway-traced-stream",
             "gateway-2w",
             "passthrough",
+            "sdk-raw",
+            "sdk-raw-traced",
         ]
         + (["litellm"] if args.litellm else [])
         + (["gateway-granian"] if args.granian else [])
@@ -617,6 +663,25 @@ def main() -> None:
             ) as proc:
                 results += measure(
                     "passthrough",
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    body,
+                    conns,
+                    args.duration,
+                    proc.pid,
+                    baseline,
+                )
+        for name, mode in (("sdk-raw", "plain"), ("sdk-raw-traced", "traced")):
+            if name not in wanted:
+                continue
+            port = free_port()
+            script = workdir / "sdk_raw.py"
+            script.write_text(SDK_RAW)
+            with process(
+                [sys.executable, str(script), upstream, str(port), mode],
+                ready=f"http://127.0.0.1:{port}/healthz",
+            ) as proc:
+                results += measure(
+                    name,
                     f"http://127.0.0.1:{port}/v1/chat/completions",
                     body,
                     conns,
