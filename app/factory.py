@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.config import RouterConfig, load_config
 from app.gateway import Gateway
+from app.gcstats import serving_gc
 from app.lifecycle import InFlight, Lifecycle, signal_handlers
 from app.reload import Loader, Reloader
 from app.telemetry import RecordRequests, Telemetry
@@ -61,14 +61,10 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reloader: Reloader = app.state.reloader
-        # What start-up allocated (SDKs, config, routing trees) lives as long as the process:
-        # moved out of the collector's sight, a full collection no longer walks it.
-        gc.collect()
-        gc.freeze()
         gc_pauses = app.state.telemetry.metrics.gc_pauses
         gc_pauses.install()
         try:
-            with signal_handlers(app.state, reloader.on_signal):
+            with serving_gc(), signal_handlers(app.state, reloader.on_signal):
                 yield
         finally:
             gc_pauses.uninstall()

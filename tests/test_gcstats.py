@@ -6,7 +6,7 @@ import gc
 
 from prometheus_client import CollectorRegistry
 
-from app.gcstats import GcPauses
+from app.gcstats import YOUNG_THRESHOLD, GcPauses, serving_gc
 
 
 def _count(registry: CollectorRegistry, generation: str) -> float:
@@ -32,3 +32,31 @@ def test_collections_are_timed_by_generation() -> None:
         pauses.uninstall()
     gc.collect()
     assert _count(registry, "2") == before + 1  # uninstalled: no longer observed
+
+
+def test_serving_freezes_start_up_and_collects_the_young_less_often() -> None:
+    keep = [[] for _ in range(1000)]  # start-up's objects, as long-lived as the process
+    before = gc.get_threshold()
+    with serving_gc():
+        assert gc.get_freeze_count() >= len(keep)
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
+        assert before[0] < YOUNG_THRESHOLD
+    assert gc.get_threshold() == before
+
+
+def test_the_app_serves_with_the_serving_thresholds() -> None:
+    from fastapi.testclient import TestClient
+
+    from app.config import parse_config
+    from app.factory import create_app
+
+    config = parse_config(
+        "providers: {sim: {type: simulated}}\nmodels: {m: {provider: sim, model: m}}\n"
+        "routes: {default: m}\n",
+        env={},
+    )
+    app = create_app(config)
+    before = gc.get_threshold()
+    with TestClient(app):
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+    assert gc.get_threshold() == before
