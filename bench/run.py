@@ -38,7 +38,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -721,6 +721,106 @@ def main() -> None:
     report(results)
 
 
+def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets against this run: (target, what was measured, met). `met` is None
+    where the run lacks the rows (or, for comparisons alone, where nothing is asked)."""
+
+    def row(name: str, conns: int) -> Result | None:
+        return next((r for r in results if r.name == name and r.connections == conns), None)
+
+    checks: list[tuple[str, str, bool | None]] = []
+
+    def check(
+        target: str,
+        figures: list[float | None],
+        unit: str,
+        ok: Callable[[float], bool] | None,  # None: shown for comparison, nothing asked
+    ) -> None:
+        if any(f is None for f in figures):
+            checks.append((target, "not measured", None))
+            return
+        shown = " / ".join(
+            f"{f:,.0f}" if f >= 10 or float(f).is_integer() else f"{f:,.2f}"
+            for f in figures
+            if f is not None
+        )
+        met = None if ok is None else all(ok(f) for f in figures if f is not None)
+        checks.append((target, f"{shown} {unit}", met))
+
+    def rps(name: str, conns: int) -> float | None:
+        found = row(name, conns)
+        return found.rps if found else None
+
+    traced1 = row("gateway-traced", 1)
+    check(
+        "traced, added p50 at 1 connection <= 0.8 ms",
+        [traced1.added_p50_ms if traced1 else None],
+        "ms",
+        lambda f: f <= 0.8,
+    )
+    check(
+        "traced, req/s at 16 and 64 connections >= 1,000",
+        [rps("gateway-traced", 16), rps("gateway-traced", 64)],
+        "req/s",
+        lambda f: f >= 1000,
+    )
+    ratios: list[float | None] = []
+    for c in (16, 64):
+        ours, theirs = rps("gateway-traced", c), rps("litellm", c)
+        ratios.append(ours / theirs if ours and theirs else None)
+    check("traced, more than 5x LiteLLM at 16 and 64", ratios, "x", lambda f: f > 5)
+    traced16 = row("gateway-traced", 16)
+    check(
+        "traced, p99 at 16 connections <= 30 ms",
+        [traced16.p99_ms if traced16 else None],
+        "ms",
+        lambda f: f <= 30,
+    )
+    check(
+        "streaming (traced), streams/s at 16 connections >= 800",
+        [rps("gateway-traced-stream", 16)],
+        "streams/s",
+        lambda f: f >= 800,
+    )
+    check(
+        "streaming (untraced), streams/s at 16 connections >= 800",
+        [rps("gateway-stream", 16)],
+        "streams/s",
+        lambda f: f >= 800,
+    )
+    per_worker = [
+        (r.rss_mb / (2 if r.name == "gateway-2w" else 1))
+        for r in results
+        if r.name.startswith("gateway") and r.rss_mb
+    ]
+    check(
+        "resident memory per worker <= 120 MB (largest)",
+        [max(per_worker) if per_worker else None],
+        "MB",
+        lambda f: f <= 120,
+    )
+    long_gc = [r.long_gc for r in results if r.name.startswith("gateway") and r.long_gc is not None]
+    check(
+        "no collection over 50 ms in any gateway row",
+        [float(sum(long_gc)) if long_gc else None],
+        "collections",
+        lambda f: f == 0,
+    )
+    scaling: list[float | None] = []
+    for c in (16, 64):
+        one, two = rps("gateway", c), rps("gateway-2w", c)
+        scaling.append(two / one if one and two else None)
+    check("2 workers >= 1.6x one worker at 16 and 64", scaling, "x", lambda f: f >= 1.6)
+    # Not a target: how the gateway's traced route compares with the SDK alone, traced the
+    # standard way (OpenInference + the stock batch exporter), in this run.
+    ceiling: list[float | None] = []
+    for c in (16, 64):
+        ours, sdk = rps("gateway-traced", c), rps("sdk-raw-traced", c)
+        ceiling.append(ours / sdk if ours and sdk else None)
+    check("(reference) traced gateway / traced SDK alone, 16 and 64", ceiling, "x", None)
+    return checks
+
+
 def report(results: list[Result]) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M")
     (RESULTS / "latest.json").write_text(
@@ -743,6 +843,9 @@ def report(results: list[Result]) -> None:
             f"| {r.name} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
             f"{r.p99_ms:.2f} | {added} | {rss} | {cpu} | {long_gc} | {r.errors} |"
         )
+    print("\n| the issue's target | this run | met |\n|---|---|---|")
+    for target, measured, met in targets(results):
+        print(f"| {target} | {measured} | {'-' if met is None else 'yes' if met else 'no'} |")
     try:
         import matplotlib
 
