@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from types import MappingProxyType
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.attributes import BoundedAttributes
@@ -23,7 +24,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 
 from app import otlp_wire
-from app.otlp_export import WireOTLPSpanExporter
+from app.otlp_export import CREDENTIAL_PROVIDER_VARS, SteadySession, WireOTLPSpanExporter
 from app.otlp_wire import Encoder
 from app.redact import MASK, Redactor
 from tests.fakes.otlp_collector import Collector
@@ -277,3 +278,68 @@ def test_a_reused_encoder_gives_the_same_bytes_as_a_fresh_one(monkeypatch) -> No
             assert encoder.encode(batch) == fresh, (round_, n)
             assert secret.encode() not in fresh
             assert len(encoder._span_attributes) <= 5
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HTTPS_PROXY": "http://proxy.test:3128", "HTTP_PROXY": "http://proxy.test:3128"},
+        {"HTTP_PROXY": "http://proxy.test:3128", "NO_PROXY": "collector.test"},
+        {"REQUESTS_CA_BUNDLE": "/etc/ssl/bundle.pem"},
+    ],
+)
+def test_steady_session_settings_are_requests_own(env: dict, monkeypatch) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    plain, steady = requests.Session(), SteadySession()
+    for url in ("https://collector.test/v1/traces", "http://collector.test/v1/traces"):
+        for verify in (True, False, None):
+            expected = plain.merge_environment_settings(url, {}, None, verify, None)
+            assert steady.merge_environment_settings(url, {}, None, verify, None) == expected
+            assert steady.merge_environment_settings(url, {}, None, verify, None) == expected
+    given = {"https": "http://given.test:1"}  # explicit proxies: requests' own path, never kept
+    assert steady.merge_environment_settings(
+        "https://collector.test/v1/traces", dict(given), None, True, None
+    ) == plain.merge_environment_settings(
+        "https://collector.test/v1/traces", dict(given), None, True, None
+    )
+
+
+def test_steady_session_reads_the_environment_once_per_url(monkeypatch) -> None:
+    calls = []
+    real = requests.sessions.get_environ_proxies
+
+    def counting(url: str, no_proxy=None) -> dict:
+        calls.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
+    steady = SteadySession()
+    for _ in range(3):
+        settings = steady.merge_environment_settings(
+            "http://c.test/v1/traces", {}, None, True, None
+        )
+        settings["proxies"]["http"] = "mutated by a caller"  # never reaches the kept copy
+    assert calls == ["http://c.test/v1/traces"]
+    assert (
+        "http"
+        not in steady.merge_environment_settings("http://c.test/v1/traces", {}, None, True, None)[
+            "proxies"
+        ]
+    )
+
+
+def test_the_exporter_posts_through_a_steady_session_unless_a_provider_gives_one(
+    monkeypatch,
+) -> None:
+    for name in CREDENTIAL_PROVIDER_VARS:
+        monkeypatch.delenv(name, raising=False)
+    exporter = WireOTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")
+    assert isinstance(exporter._client._transport._session, SteadySession)
+    own = requests.Session()
+    exporter = WireOTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces", session=own)
+    assert exporter._client._transport._session is own
