@@ -16,11 +16,15 @@ same endpoint with the same headers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
 
 DEFAULT_API_URL = "https://api.dp1.us.honeyhive.ai"  # honeyhive 1.7.0's default server URL
 TRACES_PATH = "/opentelemetry/v1/traces"
@@ -68,31 +72,59 @@ def export_headers(api_key: str, source: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}", "X-Source": source}
 
 
-class StampProcessor(SpanProcessor):
-    """Stamps session, project, source and event type on every span as it starts."""
+class StampSampler(Sampler):
+    """Samples as `delegate` does, and gives each span it records the HoneyHive stamp: session,
+    project and source, and the event type `model` for a span that names none of its own
+    (every span of the gateway's names one; the SDK instrumentors' spans, one model call each,
+    never do).
 
-    def __init__(self, project: str, source: str) -> None:
+    The stamp travels with the sampling result, which the SDK makes the span's first
+    attributes: no span processor runs per span to add them afterwards, one attribute set at a
+    time under the span's lock. The order is the one a processor stamping at start gave: the
+    span's own attributes, then the stamp.
+    """
+
+    def __init__(self, project: str, source: str, delegate: Sampler) -> None:
         self.project = project
         self.source = source
+        self.delegate = delegate
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        result = self.delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+        if not result.decision.is_recording():
+            return result
         session = session_of(parent_context)
         if session is None:  # a span outside any request (none of ours): a session of its own
             session = Session.new()
-        span.set_attributes(
-            {
-                SESSION_ID: session.id,
-                TL_SESSION_ID: session.id,
-                PROJECT: self.project,
-                TL_PROJECT: self.project,
-                SOURCE: self.source,
-                TL_SOURCE: self.source,
-            }
-        )
-        scope = span.instrumentation_scope
-        if scope is None or scope.name != OUR_SCOPE:
-            # Only the LLM SDKs' instrumentors make spans besides us: each is one model call.
-            span.set_attribute(EVENT_TYPE, "model")
+        project, source = self.project, self.source
+        stamped = {
+            **result.attributes,
+            SESSION_ID: session.id,
+            TL_SESSION_ID: session.id,
+            PROJECT: project,
+            TL_PROJECT: project,
+            SOURCE: source,
+            TL_SOURCE: source,
+        }
+        if EVENT_TYPE not in stamped:
+            stamped[EVENT_TYPE] = "model"
+        return SamplingResult(result.decision, stamped, result.trace_state)
 
-    def on_end(self, span: ReadableSpan) -> None:
-        return None
+    def get_description(self) -> str:
+        return f"HoneyHiveStamp{{{self.delegate.get_description()}}}"
+
+
+def default_sampler() -> Sampler:
+    """The sampler the SDK would choose (`OTEL_TRACES_SAMPLER`, else parent-based always-on)."""
+    return TracerProvider(shutdown_on_exit=False).sampler

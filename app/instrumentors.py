@@ -226,3 +226,21 @@ def install(
         installed.instrumented[sdk] = family
         installed.report[sdk] = f"instrumented by {package} ({family})"
     return installed
+
+
+def settle_stream(stream: Any) -> None:
+    """Once OpenInference's stream wrapper has ended its span, let go of what it accumulated.
+
+    The wrapper (openinference-instrumentation-openai's `_Stream`) works out the span's output
+    attributes (the whole answer as JSON, the completion model rebuilt from it and read) each
+    time it is told to finish, and only then finds its span already ended; its `__del__` tells
+    it once more when the stream is collected, which costs as much as the real finish. Without
+    its accumulator, that last call has nothing to work out: the span, already ended and
+    exported, is the same. Anything else (no instrumentor, another layout of the wrapper, a span
+    not yet ended) is left as it is.
+    """
+    try:
+        if stream._self_with_span.is_finished and stream._self_response_accumulator is not None:
+            stream._self_response_accumulator = None
+    except AttributeError:
+        return

@@ -111,20 +111,65 @@ def _key_value(key: str, value: Any, scrub: Scrub) -> bytes:
     return encoded + _field(_T2_LEN, _any_value(value, scrub))
 
 
-def _attributes(tag: bytes, attributes: Mapping[str, Any] | None, scrub: Scrub = None) -> bytes:
+def _items(attributes: Mapping[str, Any]) -> Any:
+    """The attributes' items, as a dict's where the mapping can give one.
+
+    A finished SDK span hands out its attributes as a read-only proxy over a `BoundedAttributes`,
+    a `MutableMapping` whose `items()` is the ABC's: a Python generator calling `__getitem__`
+    once per attribute. The proxy's `copy()` calls the mapping's own `copy()`, which for
+    `BoundedAttributes` (and a plain dict) is a dict copy made in C. A mapping without one is
+    iterated as before.
+    """
+    try:
+        copied = attributes.copy()  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return attributes.items()
+    return copied.items() if type(copied) is dict else attributes.items()
+
+
+_KV_CACHE_MAX = 2048  # (key, value) pairs of short strings kept encoded, per Encoder
+_KV_CACHE_LEN = 96  # longer values (prompts, completions, JSON) are rarely repeated
+
+
+def _attributes(
+    tag: bytes,
+    attributes: Mapping[str, Any] | None,
+    scrub: Scrub = None,
+    cache: dict[tuple[str, str], bytes] | None = None,
+) -> bytes:
+    """Repeated KeyValue fields under `tag`.
+
+    `cache`, when given, keeps the whole field (tag included: one cache serves one tag) of each
+    short string attribute: most of them (span kinds, event types, project, source, route and
+    provider names) are the same on every request, so each is scrubbed and encoded once. The
+    cache belongs to one Encoder, hence to one scrub; it is emptied when full.
+    """
     if not attributes:
         return b""
     out = []
-    for key, value in attributes.items():
+    for key, value in _items(attributes):
         if type(value) is str:  # most attributes: the general path, inlined
+            short = cache is not None and len(value) <= _KV_CACHE_LEN
+            if short:
+                hit = cache.get((key, value))  # type: ignore[union-attr]
+                if hit is not None:
+                    out.append(hit)
+                    continue
             encoded = _KEYS.get(key) or _new_key(key)
             text = _text(value, scrub)
             n = len(text)
             any_value = b"\x0a" + (_SMALL[n] if n < 0x80 else _varint(n)) + text
             n = len(any_value)
             kv = encoded + b"\x12" + (_SMALL[n] if n < 0x80 else _varint(n)) + any_value
-        else:
-            kv = _key_value(key, value, scrub)
+            n = len(kv)
+            field = tag + (_SMALL[n] if n < 0x80 else _varint(n)) + kv
+            if short:
+                if len(cache) >= _KV_CACHE_MAX:  # type: ignore[arg-type]
+                    cache.clear()  # type: ignore[union-attr]
+                cache[(key, value)] = field  # type: ignore[index]
+            out.append(field)
+            continue
+        kv = _key_value(key, value, scrub)
         n = len(kv)
         out.append(tag + (_SMALL[n] if n < 0x80 else _varint(n)) + kv)
     return b"".join(out)
@@ -141,8 +186,10 @@ def _flags(context: SpanContext | None) -> int:
     return flags
 
 
-def _span(span: ReadableSpan, scrub: Scrub) -> bytes:
-    """A Span message's bytes (trace/v1/trace.proto)."""
+def _span(
+    span: ReadableSpan, scrub: Scrub, cache: dict[tuple[str, str], bytes] | None = None
+) -> bytes:
+    """A Span message's bytes (trace/v1/trace.proto); `cache`: see `_attributes`."""
     context = span.get_span_context()
     parts = [
         _T1_LEN + b"\x10" + context.trace_id.to_bytes(16, "big"),
@@ -161,7 +208,7 @@ def _span(span: ReadableSpan, scrub: Scrub) -> bytes:
         parts.append(b"\x39" + _pack_fixed64(span.start_time))
     if span.end_time:
         parts.append(b"\x41" + _pack_fixed64(span.end_time))
-    parts.append(_attributes(b"\x4a", span.attributes, scrub))
+    parts.append(_attributes(b"\x4a", span.attributes, scrub, cache))
     parts.append(_uint(b"\x50", span.dropped_attributes))
     for event in span.events:  # Event { fixed64 time = 1; string name = 2; attributes = 3; … }
         body = b"\x09" + _pack_fixed64(event.timestamp) if event.timestamp else b""
@@ -228,6 +275,7 @@ class Encoder:
         self.scrub = scrub
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
+        self._span_attributes: dict[tuple[str, str], bytes] = {}  # see `_attributes`
 
     def _cached_resource(self, resource: Resource) -> bytes:
         hit = self._resources.get(id(resource))
@@ -250,7 +298,9 @@ class Encoder:
             resource = span.resource
             scope = span.instrumentation_scope or None
             by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
-            by_scope.setdefault(id(scope), (scope, []))[1].append(_span(span, self.scrub))
+            by_scope.setdefault(id(scope), (scope, []))[1].append(
+                _span(span, self.scrub, self._span_attributes)
+            )
         out = []
         for resource, by_scope in grouped.values():
             body = [self._cached_resource(resource)]

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from app import __version__, honeyhive
 from app.config import ConfigError, Problem, TracingConfig
 from app.export import BoundedBatchProcessor
-from app.honeyhive import OUR_SCOPE, StampProcessor
+from app.honeyhive import OUR_SCOPE, StampSampler, default_sampler
 from app.instrumentors import (
     SDK_OF_TYPE,
     TRACELOOP_CONTENT_VAR,
@@ -139,10 +139,13 @@ class Tracing:
         )
         # With nowhere to send them, spans are made only for their ids (x-trace-id, traceparent):
         # a sampler that records nothing keeps the ids and skips attributes and processors.
-        provider = TracerProvider(
-            resource=resource, **({"sampler": ALWAYS_OFF} if exporter is None else {})
+        # Otherwise the SDK's own choice of sampler, stamping the HoneyHive shape on what it keeps.
+        sampler = (
+            ALWAYS_OFF
+            if exporter is None
+            else StampSampler(config.project, config.source, default_sampler())
         )
-        provider.add_span_processor(StampProcessor(config.project, config.source))
+        provider = TracerProvider(resource=resource, sampler=sampler)
         batch: BoundedBatchProcessor | None = None
         installed = Installed()
         content_var: tuple[bool, str | None] = (False, None)

@@ -43,6 +43,7 @@ from app.chat import (
     Usage,
 )
 from app.errors import ErrorKind, ProviderError, parse_retry_after
+from app.instrumentors import settle_stream
 from providers.base import (
     ModelConfig,
     Provider,
@@ -292,6 +293,8 @@ class OpenAIProvider(Provider):
                         break  # the usage chunk is the last before [DONE]: nothing more to wait for
         except openai.OpenAIError as exc:
             raise self._map_error(exc, model) from None
+        finally:
+            settle_stream(chunks)
 
         for index in sorted(pending):
             slot = pending[index]

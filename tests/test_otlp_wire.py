@@ -7,19 +7,24 @@ for any spans the SDK can make, ours must say exactly what the official encoder 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from contextlib import ExitStack
+from types import MappingProxyType
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 
-from app.otlp_export import WireOTLPSpanExporter
+from app import otlp_wire
+from app.otlp_export import CREDENTIAL_PROVIDER_VARS, SteadySession, WireOTLPSpanExporter
 from app.otlp_wire import Encoder
 from app.redact import MASK, Redactor
 from tests.fakes.otlp_collector import Collector
@@ -203,3 +208,138 @@ def test_exporter_refuses_a_batch_over_its_size_limit(stack: ExitStack) -> None:
     assert exporter.export([small]).name == "SUCCESS"
     assert [s.name for s in collector.wait_for(lambda spans: len(spans) == 1)] == ["small"]
     exporter.shutdown()
+
+
+class _PlainMapping(Mapping):
+    """A mapping with no `copy()`: the encoder iterates it through the ABC's `items()`."""
+
+    def __init__(self, data: dict) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> object:
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(attributes)
+def test_attributes_of_any_mapping_encode_alike(attrs: dict) -> None:
+    """A dict, the SDK's BoundedAttributes (through a span's read-only proxy) and a mapping
+    without `copy()` (the fallback) give the same bytes, in the attributes' own order."""
+    bounded = BoundedAttributes(attributes=attrs, immutable=True)
+    expected = otlp_wire._attributes(b"\x4a", _PlainMapping(attrs))
+    assert otlp_wire._attributes(b"\x4a", attrs) == expected
+    assert otlp_wire._attributes(b"\x4a", MappingProxyType(bounded)) == expected
+    assert otlp_wire._attributes(b"\x4a", MappingProxyType(attrs)) == expected
+
+
+def test_a_finished_sdk_span_encodes_as_the_exporter_does() -> None:
+    provider = TracerProvider(resource=RESOURCES[0])
+    finished: list[ReadableSpan] = []
+
+    class Keep(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            finished.append(span)
+
+    provider.add_span_processor(Keep())
+    span = provider.get_tracer("llm_router", "1").start_span(
+        "route default", attributes={"router.route": "default", "routing.candidates": ["a", "b"]}
+    )
+    span.set_attributes({"routing.hops": 1, "cost.estimated_usd": 0.5, "router.stream": False})
+    span.end()
+    assert decoded(Encoder().encode(finished)) == encode_spans(finished)
+
+
+def test_a_reused_encoder_gives_the_same_bytes_as_a_fresh_one(monkeypatch) -> None:
+    """The kept (key, value) encodings, scrubbed, never leak between values or secrets, and
+    the cache empties itself when full."""
+    monkeypatch.setattr(otlp_wire, "_KV_CACHE_MAX", 5)
+    secret = "sk-live-0123456789"
+    encoder = Encoder(scrub=Redactor([secret]))
+    context = SpanContext(1, 2, is_remote=False)
+    for round_ in range(3):
+        for n in range(8):
+            attrs = {
+                "a": "same",
+                "b": f"value {n}",
+                "c": f"key {secret}",
+                "d": n,
+                "e": str(n),
+                "f": "x" * 200,
+                "g": True,
+            }
+            batch = [ReadableSpan("s", context, resource=RESOURCES[0], attributes=attrs)]
+            fresh = Encoder(scrub=Redactor([secret])).encode(batch)
+            assert encoder.encode(batch) == fresh, (round_, n)
+            assert secret.encode() not in fresh
+            assert len(encoder._span_attributes) <= 5
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HTTPS_PROXY": "http://proxy.test:3128", "HTTP_PROXY": "http://proxy.test:3128"},
+        {"HTTP_PROXY": "http://proxy.test:3128", "NO_PROXY": "collector.test"},
+        {"REQUESTS_CA_BUNDLE": "/etc/ssl/bundle.pem"},
+    ],
+)
+def test_steady_session_settings_are_requests_own(env: dict, monkeypatch) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    plain, steady = requests.Session(), SteadySession()
+    for url in ("https://collector.test/v1/traces", "http://collector.test/v1/traces"):
+        for verify in (True, False, None):
+            expected = plain.merge_environment_settings(url, {}, None, verify, None)
+            assert steady.merge_environment_settings(url, {}, None, verify, None) == expected
+            assert steady.merge_environment_settings(url, {}, None, verify, None) == expected
+    given = {"https": "http://given.test:1"}  # explicit proxies: requests' own path, never kept
+    assert steady.merge_environment_settings(
+        "https://collector.test/v1/traces", dict(given), None, True, None
+    ) == plain.merge_environment_settings(
+        "https://collector.test/v1/traces", dict(given), None, True, None
+    )
+
+
+def test_steady_session_reads_the_environment_once_per_url(monkeypatch) -> None:
+    calls = []
+    real = requests.sessions.get_environ_proxies
+
+    def counting(url: str, no_proxy=None) -> dict:
+        calls.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
+    steady = SteadySession()
+    for _ in range(3):
+        settings = steady.merge_environment_settings(
+            "http://c.test/v1/traces", {}, None, True, None
+        )
+        settings["proxies"]["http"] = "mutated by a caller"  # never reaches the kept copy
+    assert calls == ["http://c.test/v1/traces"]
+    assert (
+        "http"
+        not in steady.merge_environment_settings("http://c.test/v1/traces", {}, None, True, None)[
+            "proxies"
+        ]
+    )
+
+
+def test_the_exporter_posts_through_a_steady_session_unless_a_provider_gives_one(
+    monkeypatch,
+) -> None:
+    for name in CREDENTIAL_PROVIDER_VARS:
+        monkeypatch.delenv(name, raising=False)
+    exporter = WireOTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")
+    assert isinstance(exporter._client._transport._session, SteadySession)
+    own = requests.Session()
+    exporter = WireOTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces", session=own)
+    assert exporter._client._transport._session is own
