@@ -116,16 +116,23 @@ class OpenAIProvider(Provider):
             pool._merge_url = _memoised_urls(pool._merge_url, pool)
         if _PrebuiltRequests.fits(self.client):
             self.client._build_request = _PrebuiltRequests(self.client)  # type: ignore[method-assign]
+        self.client._send_request = _direct_send(self.client)  # type: ignore[method-assign]
         # Every option given, so the SDK deep-copies no default per call; each call copies this.
+        # An idempotency key too, where the client sends none (OpenAI's): the SDK would make
+        # one (a uuid4) per call for nothing.
+        unsent = (
+            {} if getattr(self.client, "_idempotency_header", True) else {"idempotency_key": ""}
+        )
         self._chat_options = FinalRequestOptions.construct(
             method="post",
             url="/chat/completions",
             headers={RAW_RESPONSE_HEADER: "true"},
             max_retries=0,
             params={},
+            **unsent,
         )
         self._stream_options = FinalRequestOptions.construct(
-            method="post", url="/chat/completions", headers={}, max_retries=0, params={}
+            method="post", url="/chat/completions", headers={}, max_retries=0, params={}, **unsent
         )
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
@@ -399,6 +406,28 @@ def _memoised_urls(merge: Callable[[Any], Any], owner: Any) -> Callable[[Any], A
     return merged
 
 
+def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
+    """The client's `_send_request`, straight to its HTTP client when that is all it does.
+
+    `AsyncOpenAI._send_request` goes through two functions of the SDK's and a retry wrapper
+    that act only for workload-identity auth (a token per request, one retry on 401) or a
+    provider runtime (a response normaliser); with neither, what is left is the base client's
+    `self._client.send(...)`. Four coroutines a call fewer. Either of them set, or an
+    attribute renamed, and the call takes the SDK's own path.
+    """
+    sdk_send = client._send_request
+
+    async def send_request(request: httpx2.Request, *, stream: bool, **kwargs: Any) -> Any:
+        if (
+            getattr(client, "_workload_identity_auth", True) is None
+            and getattr(client, "_provider_runtime", True) is None
+        ):
+            return await client._client.send(request, stream=stream, **kwargs)
+        return await sdk_send(request, stream=stream, **kwargs)
+
+    return send_request
+
+
 _UNSEEN = object()
 
 
@@ -461,7 +490,9 @@ class _PrebuiltRequests:
                 client.organization,
                 client.project,
                 client._platform,
-                client._base_url,
+                # by identity (hashing a URL renders it): the kind keeps the URL alive, so
+                # its id is not reused while the kind is kept
+                id(client._base_url),
                 # the client's timeout counts only when the call gives none (an httpx Timeout
                 # is unhashable: such a call takes the SDK's way)
                 client.timeout if isinstance(options.timeout, NotGiven) else None,
@@ -488,7 +519,7 @@ class _PrebuiltRequests:
         if not pool.cookies:  # a Cookie header is per request: learn from a request without
             again = self._build(options, retries_taken=retries_taken)
             if _same_request(request, again):
-                kind = _kind_of(request)
+                kind = (*_kind_of(request), self._client._base_url)
                 try:
                     rebuilt = _from_kind(kind, orjson.dumps(options.json_data), pool)
                 except TypeError:
@@ -508,7 +539,7 @@ def _kind_of(request: httpx2.Request) -> tuple[Any, ...]:
 
 def _from_kind(kind: tuple[Any, ...], body: bytes, pool: Any) -> httpx2.Request:
     """A request as httpx builds it from `content=body` (same headers, in the same order)."""
-    method, url, headers, encoding, extensions = kind
+    method, url, headers, encoding, extensions = kind[:5]
     request = httpx2.Request(
         method,
         url,

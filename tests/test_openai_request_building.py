@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import httpx2
@@ -236,3 +237,114 @@ def test_kinds_kept_are_bounded() -> None:
     for index in range(adapter._PrebuiltRequests.LIMIT + 5):
         p.client._build_request(chat_options(p, BODY, timeout=1.0 + index).model_copy())
     assert len(p.client._build_request._kinds) <= adapter._PrebuiltRequests.LIMIT
+
+
+# ---- sending: straight to the HTTP client when the SDK's wrappers have nothing to do ----------
+
+
+RESPONSE = SimpleNamespace(status_code=200)
+
+
+def sent_through(p: OpenAIProvider) -> list[Any]:
+    seen: list[Any] = []
+
+    async def send(request: Any, *, stream: bool, **kwargs: Any) -> Any:
+        seen.append((request, stream, kwargs))
+        return RESPONSE
+
+    p.client._client.send = send  # type: ignore[method-assign]
+    return seen
+
+
+async def test_requests_go_straight_to_the_http_client() -> None:
+    p = provider()
+    seen = sent_through(p)
+    response = await p.client._send_request("request", stream=True, follow_redirects=False)
+    assert response is RESPONSE
+    assert seen == [("request", True, {"follow_redirects": False})]
+
+
+async def test_a_provider_runtime_keeps_the_sdks_send_path() -> None:
+    p = provider()
+    sent_through(p)
+    p.client._provider_runtime = SimpleNamespace(  # as a provider (Bedrock, …) sets it
+        normalize_async_response=None, normalize_response=lambda response: ("normalised", response)
+    )
+    assert await p.client._send_request("request", stream=False) == ("normalised", RESPONSE)
+
+
+async def test_renamed_send_attributes_keep_the_sdks_send_path() -> None:
+    class Client:  # an SDK whose client lost the attributes looked at
+        async def _send_request(self, request: Any, *, stream: bool, **kwargs: Any) -> str:
+            return "the SDK's send"
+
+    send = adapter._direct_send(Client())  # type: ignore[arg-type]
+    assert await send("request", stream=False) == "the SDK's send"
+
+
+def test_no_idempotency_key_is_made_per_call_where_none_is_sent() -> None:
+    p = provider()
+    assert p.client._idempotency_header is None
+    for options in (p._chat_options, p._stream_options):
+        assert options.idempotency_key == ""
+        built = p.client._build_request(options.model_copy(update={"json_data": BODY}))
+        assert not any(name.lower().startswith("idempotency") for name in built.headers)
+
+    class Keyed(OpenAIProvider):
+        def _build_client(self, config: Any) -> openai.AsyncOpenAI:
+            client = super()._build_client(config)
+            client._idempotency_header = "Idempotency-Key"
+            return client
+
+    keyed = Keyed("k", OpenAIConfig(type="openai", api_key="k"))
+    assert keyed._chat_options.idempotency_key is None  # the SDK makes one per call, as before
+
+
+# ---- traced: the instrumentor's LLM span is whole on reused requests too ------------------------
+
+
+def test_reused_requests_keep_the_llm_span_whole(stack, traced) -> None:
+    import httpx
+
+    from tests.fakes.openai_fake import OpenAIFake
+    from tests.fakes.openai_fake import Reply as OpenAIReply
+    from tests.fakes.openai_fake import Stream as OpenAIStream
+    from tests.fakes.server import serve_app
+    from tests.tracing_helpers import children, one
+
+    fake = OpenAIFake()
+    fake.push(*(OpenAIReply(usage=(11, 7)) for _ in range(3)))
+    fake.push(*(OpenAIStream(usage=(11, 7)) for _ in range(3)))
+    url = stack.enter_context(serve_app(fake.app))
+    gw = traced(
+        f"""
+providers:
+  up: {{type: openai, base_url: "{url}/v1", api_key: sk-test, instrumentation: openinference}}
+models:
+  m: {{provider: up, model: gpt-4o}}
+routes:
+  only: m
+"""
+    )
+    up = gw.app.state.gateway.providers["up"]
+    built = counted(up)
+    for stream in (False, True):
+        for turn in range(3):
+            ask = {
+                "route": "only",
+                "stream": stream,
+                "temperature": 0.5,
+                "messages": [{"role": "user", "content": f"Hi there, turn {turn}"}],
+            }
+            response = httpx.post(gw.url + "/v1/chat", json=ask, timeout=10)
+            assert response.status_code == 200, response.text
+            spans = gw.spans(response.headers["x-trace-id"], 4)
+            (llm,) = children(spans, one(spans, "attempt m"))
+            attributes = llm.attributes
+            assert attributes["llm.model_name"] == "gpt-4o"
+            assert attributes["llm.token_count.prompt"] == 11
+            assert attributes["llm.token_count.completion"] == 7
+            assert json.loads(attributes["llm.invocation_parameters"])["temperature"] == 0.5
+            assert attributes["llm.input_messages.0.message.content"] == f"Hi there, turn {turn}"
+            assert fake.log[-1].body["messages"][0]["content"].endswith(str(turn))
+    assert built[0] == 4  # two kinds learnt (whole, stream); the other four calls reused them
