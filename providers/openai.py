@@ -534,7 +534,8 @@ def _kind_of(request: httpx2.Request) -> tuple[Any, ...]:
     """What `_from_kind` needs to build a request like `request` around another body."""
     headers = httpx2.Headers(request.headers)
     headers.pop("Content-Length", None)
-    return (request.method, request.url, headers, request.headers.encoding, request.extensions)
+    extensions = {k: dict(v) if type(v) is dict else v for k, v in request.extensions.items()}
+    return (request.method, request.url, headers, request.headers.encoding, extensions)
 
 
 def _from_kind(kind: tuple[Any, ...], body: bytes, pool: Any) -> httpx2.Request:
