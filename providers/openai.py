@@ -21,11 +21,13 @@ except ImportError:  # pragma: no cover
 import openai
 import orjson
 import pydantic
+from openai._base_client import BaseClient
 from openai._constants import RAW_RESPONSE_HEADER
 from openai._httpx2 import request_exceptions, timeout_exceptions
 from openai._models import FinalRequestOptions
 from openai._streaming import AsyncStream, ServerSentEvent, SSEDecoder
 from openai._streaming_cleanup import drain_response_async
+from openai._types import NotGiven
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import SecretStr
 
@@ -113,16 +115,25 @@ class OpenAIProvider(Provider):
         pool = self.client._client
         if hasattr(pool, "_merge_url"):
             pool._merge_url = _memoised_urls(pool._merge_url, pool)
+        if _PrebuiltRequests.fits(self.client):
+            self.client._build_request = _PrebuiltRequests(self.client)  # type: ignore[method-assign]
+        self.client._send_request = _direct_send(self.client)  # type: ignore[method-assign]
         # Every option given, so the SDK deep-copies no default per call; each call copies this.
+        # An idempotency key too, where the client sends none (OpenAI's): the SDK would make
+        # one (a uuid4) per call for nothing.
+        unsent = (
+            {} if getattr(self.client, "_idempotency_header", True) else {"idempotency_key": ""}
+        )
         self._chat_options = FinalRequestOptions.construct(
             method="post",
             url="/chat/completions",
             headers={RAW_RESPONSE_HEADER: "true"},
             max_retries=0,
             params={},
+            **unsent,
         )
         self._stream_options = FinalRequestOptions.construct(
-            method="post", url="/chat/completions", headers={}, max_retries=0, params={}
+            method="post", url="/chat/completions", headers={}, max_retries=0, params={}, **unsent
         )
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
@@ -396,6 +407,173 @@ def _memoised_urls(merge: Callable[[Any], Any], owner: Any) -> Callable[[Any], A
         return hit
 
     return merged
+
+
+def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
+    """The client's `_send_request`, straight to its HTTP client when that is all it does.
+
+    `AsyncOpenAI._send_request` goes through two functions of the SDK's and a retry wrapper
+    that act only for workload-identity auth (a token per request, one retry on 401) or a
+    provider runtime (a response normaliser); with neither, what is left is the base client's
+    `self._client.send(...)`. Four coroutines a call fewer. Either of them set, or an
+    attribute renamed, and the call takes the SDK's own path.
+    """
+    sdk_send = client._send_request
+
+    async def send_request(request: httpx2.Request, *, stream: bool, **kwargs: Any) -> Any:
+        if (
+            getattr(client, "_workload_identity_auth", True) is None
+            and getattr(client, "_provider_runtime", True) is None
+        ):
+            return await client._client.send(request, stream=stream, **kwargs)
+        return await sdk_send(request, stream=stream, **kwargs)
+
+    return send_request
+
+
+_UNSEEN = object()
+
+
+class _PrebuiltRequests:
+    """The client's `_build_request`, with everything but the body built once per kind of call.
+
+    For a JSON POST the SDK merges its auth, default and per-call headers into an httpx `Headers`,
+    serialises the body with the standard library, and hands the lot to httpx, which merges its
+    own headers, parses and copies them twice more and works out their encoding: about a third
+    of the SDK's own work on a call, and the same result every time for a given path, per-call
+    headers and timeout. Here the SDK builds the first request of each kind itself (twice: a
+    header it makes differently per call, or a request this class would not reproduce exactly,
+    leaves that kind to the SDK for good), and later ones reuse its method, URL, headers and
+    extensions around a body serialised by orjson. The client state the SDK reads its headers
+    from (key, organization, project, platform, base URL, timeout) is part of the key, so a
+    change builds anew; cookies the HTTP client holds are added per request, as httpx does.
+    Anything else (files, query parameters, raw content, a body that is not a plain dict)
+    goes through the SDK's own method.
+    """
+
+    __slots__ = ("_build", "_client", "_kinds")
+
+    LIMIT = 64  # kinds of call kept: a provider makes a handful (paths, timeouts, headers)
+
+    @staticmethod
+    def fits(client: Any) -> bool:
+        """For a client whose class builds requests as the SDK's base client does: a subclass
+        that builds its own (Azure's reads the deployment from the body) keeps its method."""
+        base = getattr(BaseClient, "_build_request", None)
+        return base is not None and getattr(type(client), "_build_request", None) is base
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self._build = client._build_request
+        self._client = client
+        self._kinds: dict[Any, Any] = {}
+
+    def __call__(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> Any:
+        json_data = options.json_data
+        if (
+            type(json_data) is not dict
+            or options.extra_json is not None
+            or options.files is not None
+            or options.content is not None
+            or options.params
+        ):
+            return self._build(options, retries_taken=retries_taken)
+        client = self._client
+        headers = options.headers
+        try:
+            if client._idempotency_header:  # a header with a key made per call
+                return self._build(options, retries_taken=retries_taken)
+            key = (
+                options.method,
+                options.url,
+                tuple(headers.items()) if type(headers) is dict else headers,
+                options.timeout,
+                retries_taken,
+                tuple(options.security.items()),
+                client.api_key,
+                client.organization,
+                client.project,
+                client._platform,
+                # by identity (hashing a URL renders it): the kind keeps the URL alive, so
+                # its id is not reused while the kind is kept
+                id(client._base_url),
+                # the client's timeout counts only when the call gives none (an httpx Timeout
+                # is unhashable: such a call takes the SDK's way)
+                client.timeout if isinstance(options.timeout, NotGiven) else None,
+            )
+            kind = self._kinds.get(key, _UNSEEN)
+        except (AttributeError, TypeError):  # an unhashable part, or a renamed attribute
+            return self._build(options, retries_taken=retries_taken)
+        if kind is None:
+            return self._build(options, retries_taken=retries_taken)
+        if kind is _UNSEEN:
+            return self._learn(key, options, retries_taken)
+        try:
+            body = orjson.dumps(json_data)
+        except TypeError:  # what orjson cannot write (a huge int, a custom type): the SDK's way
+            return self._build(options, retries_taken=retries_taken)
+        return _from_kind(kind, body, client._client)
+
+    def _learn(self, key: Any, options: FinalRequestOptions, retries_taken: int) -> Any:
+        request = self._build(options, retries_taken=retries_taken)
+        if len(self._kinds) >= self.LIMIT:
+            self._kinds.clear()
+        kind = None
+        pool = self._client._client
+        if not pool.cookies:  # a Cookie header is per request: learn from a request without
+            again = self._build(options, retries_taken=retries_taken)
+            if _same_request(request, again):
+                kind = (*_kind_of(request), self._client._base_url)
+                try:
+                    rebuilt = _from_kind(kind, orjson.dumps(options.json_data), pool)
+                except TypeError:
+                    rebuilt = None
+                if rebuilt is None or not _same_request(request, rebuilt):
+                    kind = None
+        self._kinds[key] = kind
+        return request
+
+
+def _kind_of(request: httpx2.Request) -> tuple[Any, ...]:
+    """What `_from_kind` needs to build a request like `request` around another body."""
+    headers = httpx2.Headers(request.headers)
+    headers.pop("Content-Length", None)
+    extensions = {k: dict(v) if type(v) is dict else v for k, v in request.extensions.items()}
+    return (request.method, request.url, headers, request.headers.encoding, extensions)
+
+
+def _from_kind(kind: tuple[Any, ...], body: bytes, pool: Any) -> httpx2.Request:
+    """A request as httpx builds it from `content=body` (same headers, in the same order)."""
+    method, url, headers, encoding, extensions = kind[:5]
+    request = httpx2.Request(
+        method,
+        url,
+        headers=headers,
+        stream=httpx2.ByteStream(body),
+        extensions={k: dict(v) if type(v) is dict else v for k, v in extensions.items()},
+    )
+    request.headers.encoding = encoding
+    cookies = pool.cookies
+    if cookies:
+        cookies.set_cookie_header(request)
+    request.headers["Content-Length"] = str(len(body))
+    request.read()
+    return request
+
+
+def _same_request(one: httpx2.Request, other: httpx2.Request) -> bool:
+    """Same method, URL, headers (in order), extensions and body as JSON."""
+    if (
+        one.method != other.method
+        or one.url != other.url
+        or one.headers.multi_items() != other.headers.multi_items()
+        or one.extensions != other.extensions
+        or type(one.stream) is not type(other.stream)
+    ):
+        return False
+    try:
+        return _json(one.content) == _json(other.content)
+    except ValueError:
+        return one.content == other.content
 
 
 async def _next_chunk(iterator: AsyncIterator[Any], finished: bool) -> Any | None:
