@@ -59,6 +59,11 @@ log = logging.getLogger("llm_router")
 # After the finish reason, how long to wait for the usage chunk and the terminator before the
 # stream is finalised anyway (a server that never closes its stream must not hold the caller).
 AFTER_FINISH_S = 1.0
+# After the usage chunk only `[DONE]` and the body's end are left: read, they let the connection
+# go back to the pool (closed unread, it is dropped, and the next call opens another: a new TLS
+# handshake to a real provider). They come with the usage chunk or just after; past this, the
+# stream is finalised without them.
+AFTER_USAGE_S = 0.1
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -277,7 +282,7 @@ class OpenAIProvider(Provider):
         try:
             async with chunks:
                 iterator = aiter(chunks)
-                while (chunk := await _next_chunk(iterator, finish is not None)) is not None:
+                while (chunk := await _next_chunk(iterator, _patience(finish, usage))) is not None:
                     data = as_dict(chunk)
                     if (answered := data.get("model")) and isinstance(answered, str):
                         answered_model = answered
@@ -300,8 +305,6 @@ class OpenAIProvider(Provider):
                                     _add_fragment(pending, fragment)
                         if reason := choice.get("finish_reason"):
                             finish = reason
-                    if finish is not None and usage is not None:
-                        break  # the usage chunk is the last before [DONE]: nothing more to wait for
         except openai.OpenAIError as exc:
             raise self._map_error(exc, model) from None
         finally:
@@ -576,12 +579,21 @@ def _same_request(one: httpx2.Request, other: httpx2.Request) -> bool:
         return one.content == other.content
 
 
-async def _next_chunk(iterator: AsyncIterator[Any], finished: bool) -> Any | None:
-    """The next chunk, or None at the end; once finished, it must come within AFTER_FINISH_S."""
+def _patience(finish: str | None, usage: Usage | None) -> float | None:
+    """How long the next chunk may take: unbounded until the finish reason (the stream's own
+    first-token and idle limits apply), then AFTER_FINISH_S, and AFTER_USAGE_S once the usage
+    is in."""
+    if finish is None:
+        return None
+    return AFTER_FINISH_S if usage is None else AFTER_USAGE_S
+
+
+async def _next_chunk(iterator: AsyncIterator[Any], within: float | None) -> Any | None:
+    """The next chunk, or None at the end or when it did not come `within` seconds."""
     try:
-        if not finished:
+        if within is None:
             return await anext(iterator)
-        async with asyncio.timeout(AFTER_FINISH_S):
+        async with asyncio.timeout(within):
             return await anext(iterator)
     except (StopAsyncIteration, TimeoutError):
         return None

@@ -221,6 +221,24 @@ def test_native_stream_with_failover_before_first_delta(serve_gateway, two_fakes
     assert b.bodies[0]["stream"] is True
 
 
+@pytest.mark.parametrize("done_after", [0.0, 0.03])
+def test_streams_read_to_done_keep_their_upstream_connection(
+    serve_gateway, two_fakes, done_after: float
+) -> None:
+    """A stream closed before its `[DONE]` loses its connection: the next call opens another
+    (with a real provider, a new TLS handshake). The terminator is read even when it comes a
+    moment after the usage chunk, and the caller still gets the whole answer."""
+    a, a_url, _, b_url = two_fakes
+    a.push(*[Stream(chunks=["Rain."], usage=(4, 1), done_after=done_after)] * 3)
+    base = serve_gateway(config(a_url, b_url))
+    for _ in range(3):
+        events = sse_events(httpx.post(base + "/v1/chat", json={**ASK, "stream": True}))
+        assert [e["type"] for e in events] == ["delta", "end"]
+        assert events[-1]["usage"]["total_tokens"] == 5
+    clients = {seen.request.scope["client"] for seen in a.settled() if seen.request}
+    assert len(a.log) == 3 and len(clients) == 1
+
+
 def test_native_stream_failure_after_first_delta_ends_with_error(serve_gateway, two_fakes) -> None:
     a, a_url, b, b_url = two_fakes
     a.push(

@@ -101,6 +101,7 @@ class Stream:
     between: float = 0.0
     cut_after: int | None = None  # close the body after this many content chunks
     done: bool = True  # send the `data: [DONE]` terminator
+    done_after: float = 0.0  # wait this long after the usage chunk before `[DONE]`
     malformed_after: int | None = None  # insert a garbage line after this many chunks
     stall_after: int | None = None  # pause `stall` seconds after this many content chunks
     stall: float = 0.0
@@ -317,6 +318,8 @@ class OpenAIFake:
                 "total_tokens": sum(spec.usage),
             }
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+        if spec.done_after:
+            await asyncio.sleep(spec.done_after)
         if spec.done:
             yield b"data: [DONE]\n\n"
         if spec.hold:
