@@ -19,8 +19,14 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/llm-router serve $(ARGS)
 
+# Two workers: the suite waits (on servers, subprocesses, installs) more than it computes.
+# Each module stays on one worker; tests/conftest.py orders the queue and runs `alone` tests
+# by themselves.
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

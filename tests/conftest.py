@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +20,88 @@ from tests.fakes.server import serve_app
 from tests.tracing_helpers import collector, traced  # noqa: F401  (fixtures)
 
 pytest_plugins = ["tests.procs"]  # gateway processes and a shared Redis
+
+
+# ---- running on several workers (pytest-xdist; `make test` uses two) --------------------------
+#
+# `--dist loadfile` keeps each module on one worker: a module-scoped fixture (a build, a browser,
+# a soak run, replicas) is set up once and its tests keep their order, as when run alone. The
+# queue follows the collection order (--no-loadscope-reorder), which is set here: the `alone`
+# modules first, then those with module-scoped fixtures (where the long setups are), then the
+# rest, so that no long module is left to start at the end.
+#
+# Tests marked `alone` (timing bounds measured under load: the soak, the chaos run) run while no
+# other test runs on any worker: a readers-writer lock over a file of this run's own, with a
+# turnstile so that the writer is not starved.
+
+
+def _alone(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info else ()
+    return any(d.scope in ("module", "package", "session") for fds in defs for d in fds)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):
+        return
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        mine = 0 if _alone(item) else 1 if _module_scoped(item) else 2
+        rank[module] = min(rank.get(module, 2), mine)
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+
+
+class _RunLock:
+    """Shared for ordinary tests, exclusive for `alone` ones; across this run's workers only."""
+
+    def __init__(self, folder: Path) -> None:
+        self.gate = os.open(folder / "alone.gate", os.O_RDWR | os.O_CREAT, 0o600)
+        self.main = os.open(folder / "alone.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.exclusive = False
+
+    def enter(self, alone: bool) -> None:
+        if alone:
+            if not self.exclusive:
+                fcntl.flock(self.gate, fcntl.LOCK_EX)  # no new reader passes from here on
+                fcntl.flock(self.main, fcntl.LOCK_EX)  # the readers inside finish
+                self.exclusive = True
+        else:
+            fcntl.flock(self.gate, fcntl.LOCK_EX)
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+            fcntl.flock(self.main, fcntl.LOCK_SH)
+
+    def leave(self, keep: bool) -> None:
+        if self.exclusive and keep:
+            return
+        fcntl.flock(self.main, fcntl.LOCK_UN)
+        if self.exclusive:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+            self.exclusive = False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if not hasattr(item.config, "workerinput"):
+        yield
+        return
+    if _LOCK not in item.config.stash:
+        # Each worker's basetemp is popen-gwN inside the run's own: the files sit beside them.
+        worker_tmp = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        item.config.stash[_LOCK] = _RunLock(worker_tmp.parent)
+    lock = item.config.stash[_LOCK]
+    lock.enter(_alone(item))
+    try:
+        yield
+    finally:
+        lock.leave(keep=_alone(item) and _alone(nextitem))
+
+
+_LOCK = pytest.StashKey[_RunLock]()
 
 
 @pytest.fixture

@@ -8,6 +8,9 @@ import pytest
 from tests.chaos import DEADLINE_S, Outcome, check, run_chaos
 from tests.fakes.faults import FAULTS, Hit
 
+# Its bounds (requests served, latency) are measured: nothing else may run meanwhile.
+pytestmark = pytest.mark.alone
+
 
 @pytest.fixture(scope="module")
 def report():

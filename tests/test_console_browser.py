@@ -143,6 +143,21 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
         time.sleep(0.1)
 
 
+def unstale(read: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """`read()`, read again whole when the console redrew under it (each refresh replaces the
+    elements: a reference taken before it is stale after it)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def shot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
@@ -198,23 +213,29 @@ def test_the_page_shows_nothing_before_sign_in(browser: Any, gateway: str) -> No
 def test_route_tree_renders_a_nested_config(console: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    tree = wait_for(
-        lambda: console.find_element(By.CSS_SELECTOR, ".route[data-route=smart] .tree"),
-        "the smart route's tree",
-    )
-    text = tree.text
+    smart = ".route[data-route=smart] .tree"
+    wait_for(lambda: console.find_element(By.CSS_SELECTOR, smart), "the smart route's tree")
+
+    def read() -> tuple[str, str, set[str], str]:
+        tree = console.find_element(By.CSS_SELECTOR, smart)
+        ref = tree.find_element(
+            By.CSS_SELECTOR, "[data-path='routes.smart.classify.branches.code']"
+        )
+        targets = {
+            e.get_attribute("data-target")
+            for e in tree.find_elements(By.CSS_SELECTOR, ".node.target")
+        }
+        return tree.text, ref.text, targets, tree.get_attribute("aria-label")
+
+    text, ref_text, targets, label = unstale(read)
     for piece in ("classify", "by rules", "code", "otherwise", "ab_split", "a · 70%", "b · 30%"):
         assert piece in text, piece
     assert "cost_threshold" in text and "below 0.5" in text and "at or above 0.5" in text
     # The branch that names another route shows that route's failover chain beneath it.
-    ref = tree.find_element(By.CSS_SELECTOR, "[data-path='routes.smart.classify.branches.code']")
-    assert "backup" in ref.text and "#1" in ref.text and "flaky" in ref.text
-    assert "#2" in ref.text and "strong" in ref.text
-    targets = {
-        e.get_attribute("data-target") for e in tree.find_elements(By.CSS_SELECTOR, ".node.target")
-    }
+    assert "backup" in ref_text and "#1" in ref_text and "flaky" in ref_text
+    assert "#2" in ref_text and "strong" in ref_text
     assert targets == {"fast", "strong", "flaky"}
-    assert tree.get_attribute("aria-label") == "Route smart"
+    assert label == "Route smart"
     shot(console, "1-routes")
     assert_no_console_errors(console)
 
@@ -222,9 +243,12 @@ def test_route_tree_renders_a_nested_config(console: Any) -> None:
 def _rps_chart(driver: Any) -> tuple[str, float]:
     from selenium.webdriver.common.by import By
 
-    svg = driver.find_element(By.CSS_SELECTOR, "#chart-rps svg")
-    line = svg.find_element(By.CSS_SELECTOR, "polyline[data-series=requests]")
-    return line.get_attribute("points"), float(svg.get_attribute("data-peak"))
+    def read() -> tuple[str, float]:
+        svg = driver.find_element(By.CSS_SELECTOR, "#chart-rps svg")
+        line = svg.find_element(By.CSS_SELECTOR, "polyline[data-series=requests]")
+        return line.get_attribute("points"), float(svg.get_attribute("data-peak"))
+
+    return unstale(read)
 
 
 def test_charts_move_while_traffic_runs(console: Any, gateway: str) -> None:

@@ -11,6 +11,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.soak import SoakReport, run_soak
 
+# Its bounds (requests served, latency) are measured: nothing else may run meanwhile.
+pytestmark = pytest.mark.alone
+
 MB = 1024 * 1024
 MAX_GROWTH = 3 * MB  # the fitted trend over the measured window
 MAX_BYTES_PER_REQUEST = 1024  # a leak of a few objects a request shows far above it
