@@ -72,8 +72,9 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
             await app.state.gateway.aclose()
             tracing.shutdown()
 
-    # strict_content_type off: a JSON body is read as JSON whatever Content-Type the caller sent
-    # (curl -d, for one, sends a form type), as the providers' own APIs do.
+    # strict_content_type off: a body sent without a Content-Type is read as JSON. One declared
+    # as another type (curl -d sends a form type) is refused, as OpenAI's API refuses it, with a
+    # message that says so (routers/errors.py).
     app = FastAPI(
         title="llm-router",
         version=__version__,

@@ -74,7 +74,7 @@ class AnthropicRoute(APIRoute):
             except RouterError as error:
                 return anthropic_error_response(error)
             except RequestValidationError as exc:
-                return anthropic_error_response(invalid_request_of(exc))
+                return anthropic_error_response(invalid_request_of(exc, request))
             except HTTPException as exc:  # FastAPI's own refusals, e.g. a body it cannot parse
                 return anthropic_error_response(http_error(exc))
             except Exception as exc:

@@ -71,8 +71,25 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return problems
 
 
-def invalid_request_of(exc: RequestValidationError) -> InvalidRequest:
+def _not_json(request: Request) -> str | None:
+    """The Content-Type a body was declared as, where it is one FastAPI does not read as JSON
+    (`curl -d` sends a form type); None for JSON types and for a body sent with none."""
+    declared = request.headers.get("content-type")
+    if not declared:
+        return None
+    kind = declared.split(";", 1)[0].strip().lower()
+    return None if kind == "application/json" or kind.endswith("+json") else kind
+
+
+def invalid_request_of(exc: RequestValidationError, request: Request) -> InvalidRequest:
     """A body that failed validation, as the caller is told: the first problem, then all."""
+    declared = _not_json(request)
+    if declared is not None:
+        # The body was never read as JSON: what validation says of it would only mislead.
+        return InvalidRequest(
+            f"the body must be JSON sent as Content-Type: application/json, not {declared}",
+            code="unsupported_content_type",
+        )
     problems = _validation_details(exc)
     if any(p["msg"].startswith("JSON decode error") for p in problems):
         return InvalidRequest("the body is not valid JSON", code="invalid_json")
@@ -97,7 +114,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(invalid_request_of(exc))
+        return error_response(invalid_request_of(exc, request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -72,6 +74,30 @@ def test_malformed_openai_requests_are_400(base: str) -> None:
         {"model": "fast", "messages": [USER], "n": 3},
     ):
         check_error(httpx.post(base + "/v1/chat/completions", json=body), 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat", {"messages": [USER]}),
+        ("/v1/chat/completions", {"model": "default", "messages": [USER]}),
+    ],
+)
+def test_a_body_declared_as_another_type_is_told_to_be_json(
+    base: str, path: str, body: dict
+) -> None:
+    """`curl -d` sends JSON as a form: refused (as OpenAI refuses it) with a message saying
+    why, not a validation message about a body that was never read as JSON."""
+    raw = json.dumps(body).encode()
+    for declared in ("application/x-www-form-urlencoded", "text/plain; charset=utf-8"):
+        response = httpx.post(base + path, content=raw, headers={"content-type": declared})
+        error = check_error(response, 400, "invalid_request")
+        assert error["code"] == "unsupported_content_type"
+        assert "application/json" in error["message"]
+        assert declared.split(";")[0] in error["message"]
+    for declared in ("application/json", "application/json; charset=utf-8", None):
+        headers = {"content-type": declared} if declared else {}
+        assert httpx.post(base + path, content=raw, headers=headers).status_code == 200
 
 
 def test_unknown_route_is_404_with_suggestion(base: str) -> None:
