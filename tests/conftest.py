@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from app.config import parse_config
 from app.factory import create_app
@@ -20,6 +21,12 @@ from tests.fakes.server import serve_app
 from tests.tracing_helpers import collector, traced  # noqa: F401  (fixtures)
 
 pytest_plugins = ["tests.procs"]  # gateway processes and a shared Redis
+
+# No per-example deadline: the properties here are about results, not speed, and on a loaded
+# machine (two workers, CI) an example that builds a routing tree can take 400 ms once and 100 ms
+# on its replay, which hypothesis reports as a flaky failure.
+settings.register_profile("llm-router", deadline=None)
+settings.load_profile("llm-router")
 
 
 # ---- running on several workers (pytest-xdist; `make test` uses two) --------------------------
