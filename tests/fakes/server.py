@@ -10,6 +10,13 @@ from collections.abc import Iterator
 
 import uvicorn
 
+# How long an idle keep-alive connection stays open. Well past any test client's pool expiry
+# (httpx and the SDKs' clients: 5 s): were the two equal (uvicorn's default is 5 s), a client
+# could send a request on a connection the server was closing that moment, and get a reset
+# (httpx.ReadError) for a request no app ever saw. On a loaded machine the two 5 s clocks
+# drift apart by a fraction of a second and that happens (tests/test_fakes_server.py).
+KEEP_ALIVE_S = 60
+
 
 @contextlib.contextmanager
 def serve_app(app, *, host: str = "127.0.0.1") -> Iterator[str]:
@@ -18,7 +25,13 @@ def serve_app(app, *, host: str = "127.0.0.1") -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
