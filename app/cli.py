@@ -180,6 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             access_log=_access_log(args),
             timeout_graceful_shutdown=_AFTER_DRAIN_S,
+            timeout_keep_alive=config.server.keep_alive_s,
             # A worker imports every provider SDK before it can answer uvicorn's health ping;
             # the default 5 s kills it on a slow disk before it ever serves.
             timeout_worker_healthcheck=60,
@@ -192,6 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             access_log=_access_log(args),
             timeout_graceful_shutdown=_AFTER_DRAIN_S,
+            timeout_keep_alive=config.server.keep_alive_s,
         )
     return 0
 

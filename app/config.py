@@ -90,6 +90,10 @@ class ServerConfig(_Strict):
     max_header_bytes: int = Field(default=16_384, gt=0)  # all request headers together; more: 431
     request_timeout_s: float = Field(default=300.0, gt=0)  # overall deadline per request
     drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: in-flight requests finish
+    # How long an idle caller connection is kept open. Longer than the callers' own pools keep
+    # one (httpx 5 s, Go 90 s) and a proxy's idle timeout (an ALB's 60 s): when the gateway
+    # closes first, a request sent on the closing connection is lost (a reset, a 502 upstream).
+    keep_alive_s: float = Field(default=75.0, gt=0)
 
     def caller_keys(self) -> list[str]:
         keys = [k.get_secret_value() for k in self.api_keys]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import threading
@@ -185,3 +186,28 @@ def test_sigterm_deadline_ends_what_is_still_running(serve) -> None:
     stream.join(timeout=10)
     assert result["value"][-1]["type"] != "end"
     assert "drain deadline passed with 1 in flight" in gw.output()
+
+
+def _get_on(conn: http.client.HTTPConnection, path: str) -> int:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def test_idle_caller_connections_are_kept_for_keep_alive_s(serve) -> None:
+    """The server's keep-alive is the config's: a caller's pooled connection outlives the
+    caller's own idle expiry only if the gateway keeps it at least that long."""
+    gw: Served = serve(config("one").replace("drain_timeout_s: 10", "keep_alive_s: 1"))
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    try:
+        assert _get_on(conn, "/healthz") == 200
+        kept = conn.sock
+        time.sleep(0.4)  # idle, within keep_alive_s: the same connection still serves
+        assert _get_on(conn, "/healthz") == 200
+        assert conn.sock is kept
+        time.sleep(2.0)  # idle past it: the gateway has closed its end (uvicorn's own: 5 s)
+        kept.settimeout(0.5)
+        assert kept.recv(1) == b""
+    finally:
+        conn.close()
