@@ -754,6 +754,11 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
         found = row(name, conns)
         return found.rps if found else None
 
+    def ratios(ours: str, theirs: str) -> list[float | None]:
+        """req/s of `ours` over `theirs`, at 16 and at 64 connections."""
+        pairs = [(rps(ours, c), rps(theirs, c)) for c in (16, 64)]
+        return [a / b if a and b else None for a, b in pairs]
+
     traced1 = row("gateway-traced", 1)
     check(
         "traced, added p50 at 1 connection <= 0.8 ms",
@@ -767,11 +772,12 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
         "req/s",
         lambda f: f >= 1000,
     )
-    ratios: list[float | None] = []
-    for c in (16, 64):
-        ours, theirs = rps("gateway-traced", c), rps("litellm", c)
-        ratios.append(ours / theirs if ours and theirs else None)
-    check("traced, more than 5x LiteLLM at 16 and 64", ratios, "x", lambda f: f > 5)
+    check(
+        "traced, more than 5x LiteLLM at 16 and 64",
+        ratios("gateway-traced", "litellm"),
+        "x",
+        lambda f: f > 5,
+    )
     traced16 = row("gateway-traced", 16)
     check(
         "traced, p99 at 16 connections <= 30 ms",
@@ -809,18 +815,20 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
         "collections",
         lambda f: f == 0,
     )
-    scaling: list[float | None] = []
-    for c in (16, 64):
-        one, two = rps("gateway", c), rps("gateway-2w", c)
-        scaling.append(two / one if one and two else None)
-    check("2 workers >= 1.6x one worker at 16 and 64", scaling, "x", lambda f: f >= 1.6)
+    check(
+        "2 workers >= 1.6x one worker at 16 and 64",
+        ratios("gateway-2w", "gateway"),
+        "x",
+        lambda f: f >= 1.6,
+    )
     # Not a target: how the gateway's traced route compares with the SDK alone, traced the
     # standard way (OpenInference + the stock batch exporter), in this run.
-    ceiling: list[float | None] = []
-    for c in (16, 64):
-        ours, sdk = rps("gateway-traced", c), rps("sdk-raw-traced", c)
-        ceiling.append(ours / sdk if ours and sdk else None)
-    check("(reference) traced gateway / traced SDK alone, 16 and 64", ceiling, "x", None)
+    check(
+        "(reference) traced gateway / traced SDK alone, 16 and 64",
+        ratios("gateway-traced", "sdk-raw-traced"),
+        "x",
+        None,
+    )
     return checks
 
 
