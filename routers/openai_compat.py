@@ -203,14 +203,13 @@ async def _stream(
 
     finish: StreamFinish | None = None
     # The opening chunk goes out with the first event, which has already arrived.
-    out = chunk(b'{"role":"assistant","content":""}')
+    opening = chunk(b'{"role":"assistant","content":""}')
     try:
         if type(first) is StreamFinish:
             finish = first
+            yield opening
         else:
-            out += encoded(first)
-        yield out
-        out = b""
+            yield opening + encoded(first)
         async for event in events:
             if type(event) is StreamFinish:
                 finish = event
@@ -220,7 +219,7 @@ async def _stream(
         # After output has begun an error cannot change the status: OpenAI SDKs raise on a
         # chunk that carries an `error` object.
         failure = upstream_failure(error, call)
-        yield out + f"data: {dumps(failure.body())}\n\n".encode()
+        yield f"data: {dumps(failure.body())}\n\n".encode()
         return
     finally:
         await events.aclose()  # type: ignore[attr-defined]
@@ -236,12 +235,12 @@ async def _stream(
             "code": "stream_truncated",
             "message": "the provider's stream ended before its finish",
         }
-        yield out + end + f"data: {dumps({'error': error})}\n\n".encode()
+        yield end + f"data: {dumps({'error': error})}\n\n".encode()
         return
     end = chunk(b"{}", orjson.dumps(finish.finish_reason))
     if include_usage:
         end += usage_chunk()
-    yield out + end + b"data: [DONE]\n\n"
+    yield end + b"data: [DONE]\n\n"
 
 
 @router.get("/v1/models", responses={200: {"model": ModelList}, **errors(*AUTHED)})
