@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import tracemalloc
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from app.stats import Sample, Stats, percentile
+from app.timeline import Timeline
 
 
 class Clock:
@@ -119,3 +122,23 @@ def test_the_endpoint_asks_for_a_caller_key_when_keys_are_set(
     base = serve_gateway('server: {api_keys: ["k1"]}\n' + CONFIG)
     assert httpx.get(base + "/v1/stats").status_code == 401
     assert httpx.get(base + "/v1/stats", headers={"authorization": "Bearer k1"}).status_code == 200
+
+
+def test_a_full_timeline_is_small() -> None:
+    """The console's timeline fills for its first 5 minutes (one latency sample per 2-second
+    bucket), which a soak sees as growth: at 500 requests a second it must hold well under a
+    megabyte once full (as a list of float objects it held 1.3 MB)."""
+    clock = Clock()
+    rng = random.Random(3)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        timeline = Timeline(clock=clock, seed=1)
+        for _ in range(300 * 500):
+            clock.now += 1 / 500
+            timeline.add(rng.random() * 10, True, "up", "gpt-4o-mini", 30, 0.001)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(timeline._buckets) == 150
+    assert held < 0.6 * 2**20
