@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from app.chat import (
 )
 from app.errors import ErrorKind, ProviderError
 from app.spans import RouteTracer
+from app.steps import WAITING, Resumed, first_step
 from providers.base import ModelConfig, Provider, estimate_input_tokens
 from providers.prices import list_price
 
@@ -400,14 +401,10 @@ class Target(Node):
                     # An event already at hand (the rest of a read the provider parsed) comes
                     # without waiting: no timer is armed for it, as none could fire before it
                     # came. Only a wait for the network is timed.
-                    step = anext(events).__await__()
-                    try:
-                        pending = step.send(None)
-                    except StopIteration as ready:
-                        event = ready.value
-                    else:
+                    event, step, pending = first_step(events)
+                    if event is WAITING:
                         async with asyncio.timeout(limit):
-                            event = await _Resumed(step, pending)
+                            event = await Resumed(step, pending)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -443,34 +440,3 @@ class Target(Node):
             raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-
-
-class _Resumed:
-    """Awaits `step` (an awaitable's `__await__` iterator), whose first step was taken by hand and
-    suspended on `pending`: what `await` would have done from there, every value or exception the
-    task sends in going on to `step`."""
-
-    __slots__ = ("_pending", "_step")
-
-    def __init__(self, step: Any, pending: Any) -> None:
-        self._step = step
-        self._pending = pending
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        step, pending = self._step, self._pending
-        while True:
-            try:
-                sent = yield pending
-            except GeneratorExit:
-                step.close()
-                raise
-            except BaseException as exc:  # a cancellation (the timer's, or the caller's)
-                try:
-                    pending = step.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    pending = step.send(sent)
-                except StopIteration as done:
-                    return done.value

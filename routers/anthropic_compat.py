@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.chat import ChatRequest, StreamEvent, StreamFinish, TextDelta, ToolCall, ToolCallDelta
@@ -30,6 +30,7 @@ from routers.anthropic_wire import (
     tool_input,
 )
 from routers.common import (
+    EventStream,
     answered_model,
     complete,
     dumps,
@@ -85,9 +86,8 @@ async def messages(body: MessagesRequest, request: Request, gateway: GatewayDep)
 
     if body.stream:
         first, events = await open_stream(node, call)
-        return StreamingResponse(
+        return EventStream(
             _stream(first, events, call, body.model, message_id),
-            media_type="text/event-stream",
             headers={**router_headers(call, body.model), "cache-control": "no-cache"},
         )
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 
 from app.chat import ChatRequest, StreamEvent, StreamFinish, TextDelta, ToolCallDelta
 from app.errors import ProviderError
 from app.routing import Call
 from routers.common import (
+    EventStream,
     JSONBody,
     complete,
     decisions_of,
@@ -71,9 +71,8 @@ async def chat(body: ChatRequest, request: Request, gateway: GatewayDep) -> Any:
 
     if body.stream and not body.dry_run:
         first, events = await open_stream(node, call)
-        return StreamingResponse(
+        return EventStream(
             _stream(first, events, call, body.route, chat_id, started),
-            media_type="text/event-stream",
             headers={**router_headers(call, body.route), "cache-control": "no-cache"},
         )
 

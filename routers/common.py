@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from app import quota
 from app.chat import Completion, StreamEvent
 from app.errors import ErrorKind, ProviderError
 from app.routing import Call, Node
+from app.steps import WAITING, Resumed, Thrown, first_step
 from routers.errors import upstream_failure
 
 
@@ -27,6 +30,98 @@ class JSONBody(JSONResponse):
             return orjson.dumps(content)
         except TypeError:  # orjson.JSONEncodeError is a TypeError
             return super().render(content)
+
+
+class EventStream(Response):
+    """A server-sent event stream: `chunks` (bytes) written as they come, those at hand together.
+
+    Starlette's `StreamingResponse` sends each chunk as its own ASGI message (one pass through
+    every middleware's `send`, one chunked-encoding frame and one socket write each), and on
+    an ASGI server below spec 2.4 (uvicorn) runs it in an anyio task group beside a task that
+    waits for the caller to hang up. A provider's chunks mostly come in bursts, several from one
+    network read: here every chunk that is ready without waiting joins one message, written
+    when the next chunk must be waited for (so nothing is held back while the stream waits),
+    and the last goes out with the end of the body. Whether the caller has hung up matters only
+    while the stream waits, so the task listening for it starts at the first wait, if any; when
+    the caller leaves, the stream is cancelled where it waits (its `finally` blocks run), as
+    Starlette's task group would cancel it, and the response ends without error.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+        self.body_iterator = chunks
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        hang_up = _HangUp(receive)
+        try:
+            await self._write(send, hang_up)
+        except asyncio.CancelledError:
+            if not hang_up.cancelled or hang_up.task.uncancel() > 0:
+                raise
+            return  # the caller left: nothing more to send, and nothing went wrong
+        finally:
+            hang_up.close()
+        if hang_up.cancelled:  # the stream swallowed the cancellation: not ours to keep
+            hang_up.task.uncancel()
+
+    async def _write(self, send: Send, hang_up: _HangUp) -> None:
+        chunks = self.body_iterator
+        held = b""  # chunks at hand, not written yet
+        while True:
+            try:
+                chunk, step, pending = first_step(chunks)
+                if chunk is WAITING:
+                    if held:
+                        message = {"type": "http.response.body", "body": held, "more_body": True}
+                        try:
+                            await send(message)
+                        except BaseException as exc:  # the stream unwinds from where it waits
+                            await Thrown(step, exc)
+                        held = b""
+                    hang_up.watch()
+                    chunk = await Resumed(step, pending)
+            except StopAsyncIteration:
+                break
+            held += chunk
+        await send({"type": "http.response.body", "body": held, "more_body": False})
+
+
+class _HangUp:
+    """Cancels the streaming task when the caller hangs up, from its first `watch()` until
+    `close()`."""
+
+    __slots__ = ("_listener", "_receive", "_streaming", "cancelled", "task")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._listener: asyncio.Task[None] | None = None
+        self._streaming = True
+        self.cancelled = False
+        self.task: Any = None
+
+    def watch(self) -> None:
+        if self._listener is None:
+            self.task = asyncio.current_task()
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._streaming:
+            self.cancelled = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        self._streaming = False
+        if self._listener is not None:
+            self._listener.cancel()
 
 
 def uuid4_hex() -> str:

@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.chat import (
@@ -29,6 +28,7 @@ from app.chat import (
 from app.errors import InvalidRequest, ProviderError
 from app.routing import Call
 from routers.common import (
+    EventStream,
     JSONBody,
     answered_model,
     complete,
@@ -126,9 +126,8 @@ async def chat_completions(
     if body.stream:
         first, events = await open_stream(node, call)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
+        return EventStream(
             _stream(first, events, call, body.model, completion_id, created, include_usage),
-            media_type="text/event-stream",
             headers={**router_headers(call, body.model), "cache-control": "no-cache"},
         )
 
