@@ -23,10 +23,9 @@ import orjson
 import pydantic
 from openai._base_client import BaseClient
 from openai._constants import RAW_RESPONSE_HEADER
-from openai._httpx2 import request_exceptions, timeout_exceptions
+from openai._httpx2 import request_exceptions, stream_consumed_exceptions, timeout_exceptions
 from openai._models import FinalRequestOptions
 from openai._streaming import AsyncStream, ServerSentEvent, SSEDecoder
-from openai._streaming_cleanup import drain_response_async
 from openai._types import NotGiven
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import SecretStr
@@ -46,6 +45,7 @@ from app.chat import (
 )
 from app.errors import ErrorKind, ProviderError, parse_retry_after
 from app.instrumentors import settle_stream
+from app.steps import WAITING, Resumed, first_step
 from providers.base import (
     ModelConfig,
     Provider,
@@ -64,6 +64,8 @@ AFTER_FINISH_S = 1.0
 # handshake to a real provider). They come with the usage chunk or just after; past this, the
 # stream is finalised without them.
 AFTER_USAGE_S = 0.1
+# After `[DONE]`, how long the rest of the body (usually nothing but its end) may take to come.
+DRAIN_S = 0.1
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -589,14 +591,35 @@ def _patience(finish: str | None, usage: Usage | None) -> float | None:
 
 
 async def _next_chunk(iterator: AsyncIterator[Any], within: float | None) -> Any | None:
-    """The next chunk, or None at the end or when it did not come `within` seconds."""
+    """The next chunk, or None at the end or when it did not come `within` seconds. A chunk
+    already at hand (the usage chunk is read with the finish) is taken without a timer."""
     try:
         if within is None:
             return await anext(iterator)
+        chunk, step, pending = first_step(iterator)
+        if chunk is not WAITING:
+            return chunk
         async with asyncio.timeout(within):
-            return await anext(iterator)
+            return await Resumed(step, pending)
     except (StopAsyncIteration, TimeoutError):
         return None
+
+
+async def _drain(raw: AsyncIterator[bytes]) -> None:
+    """Read the rest of a body to its end, for at most DRAIN_S, so that its connection can go back
+    to the pool. As the SDK's `drain_response_async`, without its anyio cancel scopes and a
+    checkpoint per read: only a wait for the network is timed, and what is at hand is read
+    until the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_S
+    try:
+        while loop.time() < deadline:
+            data, step, pending = first_step(raw)
+            if data is WAITING:
+                async with asyncio.timeout_at(deadline):
+                    await Resumed(step, pending)
+    except (StopAsyncIteration, TimeoutError, *request_exceptions(), *stream_consumed_exceptions()):
+        pass  # the answer is complete: what its body's end does cannot fail it
 
 
 class _TolerantSSEDecoder(SSEDecoder):
@@ -683,7 +706,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
                 for event, data in events.feed(received) if received is not None else events.end():
                     if data.startswith(b"[DONE]"):
                         if response.http_version == "HTTP/1.1":  # read to the end: reusable
-                            await drain_response_async(response)
+                            await _drain(raw)
                         return
                     if event is not None and event.startswith("thread."):
                         continue  # an Assistants event: none belongs to a chat completion
