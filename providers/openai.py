@@ -307,6 +307,9 @@ class OpenAIProvider(Provider):
                                     _add_fragment(pending, fragment)
                         if reason := choice.get("finish_reason"):
                             finish = reason
+                # Read to its end, a traced stream has ended its span: its accumulator goes
+                # before leaving `async with`, whose exit would work the output out again.
+                settle_stream(chunks)
         except openai.OpenAIError as exc:
             raise self._map_error(exc, model) from None
         finally:

@@ -70,3 +70,47 @@ def test_an_unfinished_stream_or_another_object_is_left_alone() -> None:
     assert wrapped._self_response_accumulator is accumulator
     settle_stream(Chunks())  # untraced, or another instrumentor's stream
     settle_stream(SimpleNamespace(_self_with_span=SimpleNamespace()))  # another layout
+
+
+class EndingChunks(Chunks):
+    """An SDK stream of one chunk, then its end."""
+
+    def __init__(self, chunks: list) -> None:
+        self._chunks = iter(chunks)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+async def test_the_openai_adapter_settles_a_finished_stream_before_leaving_it(monkeypatch) -> None:
+    """The adapter reads the stream to its end (the wrapper finishes its span there), then
+    leaves `async with`, whose exit finishes once more: by then there is nothing to work out."""
+    import orjson
+
+    from app.chat import ChatRequest, Message, StreamFinish
+    from providers.base import ModelConfig
+    from providers.openai import OpenAIConfig, OpenAIProvider, _Chunk
+
+    data = {"model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    provider_ = TracerProvider(shutdown_on_exit=False)
+    span = provider_.get_tracer("t").start_span("ChatCompletion")
+    with_span = _WithSpan(span=span, context_attributes={}, extra_attributes={})
+    accumulator = CountingAccumulator()
+    wrapped = _Stream(EndingChunks([_Chunk(data, orjson.dumps(data))]), with_span, accumulator)
+    adapter = OpenAIProvider("p", OpenAIConfig(type="openai", api_key="k"))
+
+    async def post_stream(params):
+        return wrapped
+
+    monkeypatch.setattr(adapter, "_post_stream", post_stream)
+    request = ChatRequest(messages=[Message(role="user", content="hi")])
+    events = [e async for e in adapter.stream(ModelConfig(provider="p", model="m"), request)]
+    assert isinstance(events[-1], StreamFinish)
+    assert not span.is_recording()
+    assert accumulator.asked == 2  # once, at the end of the stream
