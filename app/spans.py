@@ -11,8 +11,7 @@ away): each wrapper ends its span in a `finally` that runs on `aclose()`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
@@ -67,18 +66,29 @@ class RouteTracer:
 # ---- shared mechanics ------------------------------------------------------------------------
 
 
-@contextmanager
-def current(span: Span) -> Iterator[None]:
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+class current:
+    """`span` as the current span for the `with` block (what `trace.use_span` does, without
+    ending the span or recording exceptions; a class rather than a generator-based context
+    manager, as this is entered for every event of a stream)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)
 
 
 async def advance(span: Span, events: AsyncIterator[T]) -> T:
-    with current(span):
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
         return await anext(events)
+    finally:
+        otel_context.detach(token)
 
 
 async def spanned(
