@@ -271,8 +271,9 @@ class Target(Node):
                 )
         return model.cost_usd(usage.input_tokens, usage.output_tokens)
 
-    def _limit(self, call: Call, seconds: float) -> tuple[float, str]:
-        """`seconds`, or less when the request's deadline comes first; with what bounds it."""
+    def _limit(self, call: Call, seconds: float, *, said: bool = True) -> tuple[float, str]:
+        """`seconds`, or less when the request's deadline comes first; with what bounds it
+        (unless not `said`: a stream asks for every event, and words it only on a timeout)."""
         remaining = call.remaining_s()
         if remaining is not None and remaining < seconds:
             if remaining <= 0:
@@ -283,7 +284,7 @@ class Target(Node):
                     model=self.model.model,
                 )
             return remaining, "before the request deadline"
-        return seconds, f"within {seconds:g}s"
+        return seconds, f"within {seconds:g}s" if said else ""
 
     def _stream_limits(self, call: Call) -> tuple[float, float]:
         """(first event, between events): the policy's setting, else the alias's, at most
@@ -391,12 +392,8 @@ class Target(Node):
             while True:
                 # The first event must come within the time-to-first-token limit (else the
                 # failover above moves on); every later one within the idle limit (a stall).
-                if attempt is None:
-                    limit, bound = self._limit(call, first_token_s)
-                    silence = f"no first token {bound}"
-                else:
-                    limit, bound = self._limit(call, idle_s)
-                    silence = f"the stream stalled: no chunk {bound}"
+                allowed = first_token_s if attempt is None else idle_s
+                limit, _ = self._limit(call, allowed, said=False)
                 try:
                     # An event already at hand (the rest of a read the provider parsed) comes
                     # without waiting: no timer is armed for it, as none could fire before it
@@ -408,6 +405,14 @@ class Target(Node):
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
+                    bound = "before the request deadline"
+                    if limit >= allowed:
+                        bound = f"within {allowed:g}s"
+                    silence = (
+                        f"no first token {bound}"
+                        if attempt is None
+                        else f"the stream stalled: no chunk {bound}"
+                    )
                     raise ProviderError(
                         ErrorKind.TIMEOUT,
                         silence,

@@ -8,6 +8,7 @@ the provider's stream.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -111,3 +112,28 @@ def test_a_caller_leaving_mid_wait_closes_the_stream() -> None:
 
     asyncio.run(run())
     assert provider.closed
+
+
+def test_a_timeout_says_which_limit_it_was() -> None:
+    """Worded only when it fires: the limit that bounded the wait, or the request's deadline."""
+    target, _ = _target([5, TextDelta(text="late")], first_token_timeout_s=0.1)
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(asyncio.wait_for(_collect(target, _call()), 3))
+    assert raised.value.message == "no first token within 0.1s"
+
+    target, _ = _target([TextDelta(text="a"), 5, TextDelta(text="b")], idle_timeout_s=0.1)
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(asyncio.wait_for(_collect(target, _call()), 3))
+    assert raised.value.message == "the stream stalled: no chunk within 0.1s"
+
+    async def before_the_deadline() -> None:
+        call = Call(
+            ChatRequest(messages=[Message(role="user", content="hi")]),
+            deadline=time.monotonic() + 0.1,
+        )
+        target, _ = _target([TextDelta(text="a"), 5, TextDelta(text="b")], idle_timeout_s=3)
+        await _collect(target, call)
+
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(asyncio.wait_for(before_the_deadline(), 3))
+    assert raised.value.message == "the stream stalled: no chunk before the request deadline"
