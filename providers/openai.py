@@ -284,7 +284,14 @@ class OpenAIProvider(Provider):
         try:
             async with chunks:
                 iterator = aiter(chunks)
-                while (chunk := await _next_chunk(iterator, _patience(finish, usage))) is not None:
+                while True:
+                    if finish is None:  # no bound of its own (the stream's limits apply)
+                        try:
+                            chunk = await anext(iterator)
+                        except StopAsyncIteration:
+                            break
+                    elif (chunk := await _next_chunk(iterator, _patience(finish, usage))) is None:
+                        break
                     data = as_dict(chunk)
                     if (answered := data.get("model")) and isinstance(answered, str):
                         answered_model = answered
@@ -687,6 +694,9 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
 
     def __aiter__(self) -> Any:  # the SDK's adds a generator around `__anext__` for nothing
         return self
+
+    def __anext__(self) -> Any:  # the SDK's awaits this in a coroutine of its own, per chunk
+        return self._iterator.__anext__()  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         # Closing the generator runs its `finally` now, rather than in a task the event loop
