@@ -34,8 +34,9 @@ from app.spans import (
     SUCCESS,
     TARGET,
     RouteTracer,
-    advance,
+    attach,
     current,
+    detach,
 )
 
 if TYPE_CHECKING:
@@ -126,10 +127,13 @@ class AttemptSpan:
         error: BaseException | None = None
         try:
             while True:
+                token = attach(self.span)
                 try:
-                    event = await advance(self.span, events)
+                    event = await anext(events)
                 except StopAsyncIteration:
                     break
+                finally:
+                    detach(token)
                 last = time.perf_counter()
                 if isinstance(event, StreamFinish):
                     self._succeeded(event.usage, event.model)

@@ -83,12 +83,14 @@ class current:
         otel_context.detach(self._token)
 
 
-async def advance(span: Span, events: AsyncIterator[T]) -> T:
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        return await anext(events)
-    finally:
-        otel_context.detach(token)
+def attach(span: Span) -> object:
+    """Make `span` current until `otel_context.detach` is given what this returns: around every
+    event a traced stream passes on, written out rather than as an awaited helper (a coroutine
+    per event and layer) or a `with` block."""
+    return otel_context.attach(trace.set_span_in_context(span))
+
+
+detach = otel_context.detach
 
 
 async def spanned(
@@ -103,10 +105,13 @@ async def spanned(
     error: BaseException | None = None
     try:
         while True:
+            token = attach(span)
             try:
-                event = await advance(span, events)
+                event = await anext(events)
             except StopAsyncIteration:
                 break
+            finally:
+                detach(token)
             yield event
     except BaseException as exc:
         error = exc
