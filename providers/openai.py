@@ -663,7 +663,9 @@ async def _drain(raw: AsyncIterator[bytes]) -> None:
             if data is WAITING:
                 async with asyncio.timeout_at(deadline):
                     await Resumed(step, pending)
-    except (StopAsyncIteration, TimeoutError, *request_exceptions(), *stream_consumed_exceptions()):
+    except (StopAsyncIteration, TimeoutError):  # the end (as nearly always), or not in time
+        pass
+    except (*request_exceptions(), *stream_consumed_exceptions()):
         pass  # the answer is complete: what its body's end does cannot fail it
 
 
