@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="plain")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--keep", metavar="DIR", help="copy callgrind's output here (for callgrind_annotate)"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -83,6 +86,9 @@ def main() -> None:
             text = path.read_text(errors="replace")
             if m := re.search(r"^totals: (\d+)", text, re.M):
                 totals += int(m.group(1))
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, Path(args.keep) / path.name)
         print(
             f"{args.scenario}: {totals / args.requests / 1e6:.2f} M instructions per request "
             f"({args.requests} requests, {args.concurrency} at a time, "
