@@ -16,7 +16,7 @@ from app.callers import Callers
 from app.chat import ChatRequest
 from app.config import ConfigError, Problem, RouterConfig
 from app.errors import PayloadTooLarge
-from app.hops import TracedRoute
+from app.hops import TracedRoute, TraceIdRoute
 from app.redact import RedactingProvider, Redactor, secrets_of
 from app.routing import Call, Node
 from app.spans import RouteTracer
@@ -42,6 +42,8 @@ class Gateway:
         self._compiler = compiler
         self.env = os.environ.get("ENVIRONMENT", "development")
         self.tracer = tracer  # None: calls are not traced
+        # The tracer a call's hops get: none where its spans would record nothing.
+        self._hops = tracer if tracer is not None and tracer.recording else None
         self.callers = Callers(config.server)
         self.state: StateStore = state or compiler.state
         self.owns_state = True  # closed with the gateway; a reload hands a kept store over
@@ -88,6 +90,8 @@ class Gateway:
         node = self.routes.get(name) or self._compiler.resolve_target(name)
         if node is None or self.tracer is None:
             return node
+        if self._hops is None:
+            return TraceIdRoute(name, node, self.tracer)
         return TracedRoute(name, node)
 
     def names(self) -> list[tuple[str, str]]:
@@ -103,7 +107,7 @@ class Gateway:
             )
         deadline = time.monotonic() + self.config.server.request_timeout_s
         call = Call(request, headers=headers, env=self.env, deadline=deadline)
-        call.tracer = self.tracer
+        call.tracer = self._hops
         track(call)  # recorded by app.telemetry when the response has been sent
         return call
 

@@ -136,6 +136,45 @@ class TracedRoute(Node):
         )
 
 
+class TraceIdRoute(Node):
+    """The route a caller named, where spans record nothing (exporter `none`): no hop spans,
+    whose attributes would be built for nothing, only the call's trace id, read when the route
+    starts as `TracedRoute` reads it: the request's trace (its server span's), else a new one."""
+
+    def __init__(self, name: str, inner: Node, tracer: RouteTracer) -> None:
+        self.name = name
+        self.inner = inner
+        self.path = inner.path
+        self._tracer = tracer
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    def children(self) -> list[Node]:
+        return [self.inner]
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def targets(self) -> list[Target]:
+        return self.inner.targets()
+
+    def _identify(self, call: Call) -> None:
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:  # outside any request's span: the route's own trace
+            context = self._tracer.tracer.start_span(f"route {self.name}").get_span_context()
+        call.trace_id = format(context.trace_id, "032x")
+
+    async def complete(self, call: Call) -> Completion:
+        self._identify(call)
+        return await self.inner.complete(call)
+
+    def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
+        self._identify(call)
+        return self.inner.stream(call)
+
+
 # ---- policy nodes ---------------------------------------------------------------------------
 
 

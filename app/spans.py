@@ -56,11 +56,17 @@ CHAIN = {SPAN_KIND: "CHAIN", EVENT_TYPE: "chain"}
 
 class RouteTracer:
     """What a call needs to trace its hops: the tracer, and which provider types an
-    instrumentor covers (an uncovered call is described on its attempt span instead)."""
+    instrumentor covers (an uncovered call is described on its attempt span instead).
 
-    def __init__(self, tracer: Tracer, instrumented_types: frozenset[str]) -> None:
+    `recording` False: the tracer's spans record nothing (exporter `none`), so a request's
+    spans are made only for their ids and the hops inside it are not made at all."""
+
+    def __init__(
+        self, tracer: Tracer, instrumented_types: frozenset[str], recording: bool = True
+    ) -> None:
         self.tracer = tracer
         self.instrumented_types = instrumented_types
+        self.recording = recording
 
 
 # ---- shared mechanics ------------------------------------------------------------------------

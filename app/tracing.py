@@ -107,8 +107,11 @@ class Tracing:
         instrumented_types = frozenset(
             kind for kind, sdk in SDK_OF_TYPE.items() if sdk in installed.instrumented
         )
+        # Without an export pipeline the sampler records nothing (see `start`).
         self.route_tracer = RouteTracer(
-            provider.get_tracer(OUR_SCOPE, __version__), instrumented_types
+            provider.get_tracer(OUR_SCOPE, __version__),
+            instrumented_types,
+            recording=batch is not None,
         )
 
     @classmethod

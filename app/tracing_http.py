@@ -38,8 +38,11 @@ class RequestSpans:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
         parent = _PROPAGATOR.extract(headers)
         given = headers.get(SESSION_HEADER, "").strip()
-        session = Session(given[:256], from_caller=True) if given else Session.new()
-        ctx = with_session(session, parent)
+        if tracer.recording:
+            session = Session(given[:256], from_caller=True) if given else Session.new()
+            ctx = with_session(session, parent)
+        else:  # a session is read only by spans that record (the sampler's stamp, the route's)
+            ctx = parent
         method = scope.get("method", "GET")
         span = tracer.tracer.start_span(
             f"{method} {path}",

@@ -206,3 +206,66 @@ def test_exporter_none_still_gives_every_request_its_trace_id(serve_gateway) -> 
     assert joined.headers["x-trace-id"] == trace_id
     failed = httpx.post(url + "/v1/chat", json={**ASK, "model": "nope"})
     assert failed.status_code >= 400 and len(failed.headers["x-trace-id"]) == 32
+
+
+def test_exporter_none_makes_no_hop_spans_and_keeps_the_request_trace(stack: ExitStack) -> None:
+    """With nothing recorded, the route, policy and attempt spans are not made at all (their
+    attributes would be built for nothing): one span per request, for its ids. The trace id the
+    route reports is still the request's, a caller's traceparent included."""
+    text = f"""tracing: {{exporter: none}}
+{SIM}  policy:
+    classify:
+      rules: {{creative: [haiku]}}
+      branches: {{creative: {{failover: [fast, fast]}}}}
+      otherwise: fast
+"""
+    app = create_app(parse_config(text, env={}))
+    tracer = app.state.gateway.tracer
+    assert tracer is not None and not tracer.recording
+    started: list[str] = []
+    real_start = tracer.tracer.start_span
+
+    def counting_start(name: str, *args, **kwargs):
+        started.append(name)
+        return real_start(name, *args, **kwargs)
+
+    tracer.tracer.start_span = counting_start  # type: ignore[method-assign]
+    url = stack.enter_context(serve_app(app))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    for model in ("default", "policy", "fast"):
+        messages = [{"role": "user", "content": "a haiku"}]
+        started.clear()
+        answer = httpx.post(
+            url + "/v1/chat",
+            json={"route": model, "messages": messages},
+            headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert started == ["POST /v1/chat"], model
+        assert answer.json()["trace_id"] == answer.headers["x-trace-id"] == trace_id
+        started.clear()
+        fresh = httpx.post(
+            url + "/v1/chat/completions", json={"model": model, "messages": messages}
+        )
+        assert fresh.status_code == 200 and started == ["POST /v1/chat/completions"]
+        assert len(fresh.headers["x-trace-id"]) == 32 and fresh.headers["x-trace-id"] != trace_id
+
+
+def test_exporter_none_route_outside_a_request_gets_a_trace_of_its_own() -> None:
+    """A call run outside any request's span (no server span to join) still gets a trace id."""
+    import asyncio
+
+    from app.chat import ChatRequest
+
+    app = create_app(parse_config(f"tracing: {{exporter: none}}\n{SIM}", env={}))
+    gateway = app.state.gateway
+
+    async def run() -> str | None:
+        call = gateway.new_call(ChatRequest.model_validate({**ASK, "route": "default"}))
+        assert call.tracer is None  # no hop spans
+        await gateway.node_for("default").complete(call)
+        await gateway.aclose()
+        return call.trace_id
+
+    trace_id = asyncio.run(run())
+    assert trace_id is not None and len(trace_id) == 32 and int(trace_id, 16) != 0
