@@ -1,0 +1,173 @@
+"""An httpx client's `send` of a whole (non-streamed) response, straight to its aiohttp session.
+
+The openai SDK sends on an `httpx2.AsyncClient` whose transport is its vendored aiohttp adapter.
+For an ordinary call the client's `send` runs an auth flow that does nothing, a redirect loop that
+returns at once, a stream wrapper around the adapter's stream wrapper, and then reads the body
+through four nested async iterators to join what aiohttp had already read in one piece: about as
+much Python as the aiohttp request itself.
+
+`AiohttpSend` does what those layers amount to when they have nothing to do: the same aiohttp
+call as the adapter (method, URL, headers, body, timeouts, no redirects, no decompression),
+aiohttp errors mapped to httpx's as the adapter maps them, and the same `httpx2.Response`
+(status, raw headers, HTTP version, reason, request, elapsed, the client's default encoding),
+its body read. A body with a Content-Encoding is decoded by httpx as before; cookies the server
+sets go into the client's jar; a redirect is followed (or not) by the client's own loop, from
+where this left it. A client with event hooks, client-level auth, a URL with credentials, a
+proxy or another transport, and any per-call argument but `follow_redirects`, take the
+client's own `send`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+from httpx2._client import ClientState
+from httpx2._exceptions import request_context
+
+try:
+    from aiohttp import ClientSession, ClientTimeout
+    from openai._vendor.httpx_aiohttp.transport import AiohttpTransport, map_aiohttp_exceptions
+except ImportError:  # pragma: no cover - the SDK's aiohttp extra is not installed
+    AiohttpTransport = None  # type: ignore[assignment,misc]
+
+_HTTPX_LOG = logging.getLogger("httpx2")  # the client's own logger, as its `send` logs
+_HTTP_11 = b"HTTP/1.1"
+
+
+class AiohttpSend:
+    """`send(request)` for one `httpx2.AsyncClient`, or None where the client's own must run."""
+
+    __slots__ = ("_client", "_timeouts", "_urls")
+
+    def __init__(self, client: httpx2.AsyncClient) -> None:
+        self._client = client
+        self._timeouts: dict[tuple[Any, Any, Any], Any] = {}
+        self._urls: dict[int, tuple[httpx2.URL, str]] = {}
+
+    def transport_for(self, request: httpx2.Request, kwargs: dict[str, Any]) -> Any:
+        """The aiohttp adapter that would send `request`, if nothing else would act on it."""
+        client = self._client
+        if (
+            AiohttpTransport is None
+            or (kwargs and kwargs.keys() != {"follow_redirects"})
+            or client._auth is not None
+            or client._state is ClientState.CLOSED
+            or client._event_hooks["request"]
+            or client._event_hooks["response"]
+            or request.url.userinfo
+        ):
+            return None
+        transport = client._transport_for_url(request.url)
+        if type(transport) is not AiohttpTransport or transport.proxy is not None:
+            return None
+        try:
+            request.content  # noqa: B018  (a body not read yet is streamed by the adapter)
+        except httpx2.RequestNotRead:
+            return None
+        return transport
+
+    async def send(
+        self, request: httpx2.Request, transport: Any, follow_redirects: bool | None
+    ) -> httpx2.Response:
+        client = self._client
+        client._state = ClientState.OPENED
+        if follow_redirects is None:
+            follow_redirects = client.follow_redirects
+        client._set_timeout(request)
+        session = transport.client
+        if not isinstance(session, ClientSession):
+            session = transport.client = transport.get_client()
+        timeout = request.extensions.get("timeout", {})
+        start = time.perf_counter()
+        with request_context(request=request), map_aiohttp_exceptions():
+            data = request.content or None
+            async with session.request(
+                method=request.method,
+                url=self._url(request.url),
+                headers=request.headers,
+                data=data,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=self._timeout(timeout),
+                server_hostname=request.extensions.get("sni_hostname"),
+                proxy=None,
+                proxy_auth=None,
+                proxy_headers=None,
+            ) as answer:
+                body = await answer.read()
+                status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
+        extensions = {"http_version": _HTTP_11}
+        if reason:
+            extensions["reason_phrase"] = reason.encode()
+        response = httpx2.Response(
+            status_code=status,
+            headers=raw_headers,
+            stream=httpx2.ByteStream(body),
+            request=request,
+            extensions=extensions,
+        )
+        response.default_encoding = client._default_encoding
+        if "content-encoding" in response.headers:
+            await response.aread()  # httpx's decoders, as its own read would use them
+        else:
+            response._content = body
+            response.is_stream_consumed = True
+            response.is_closed = True
+            response._num_bytes_downloaded = len(body)
+        response._elapsed = timedelta(seconds=time.perf_counter() - start)
+        if "set-cookie" in response.headers:
+            client.cookies.extract_cookies(response)
+        if _HTTPX_LOG.isEnabledFor(logging.INFO):
+            _HTTPX_LOG.info(
+                'HTTP Request: %s %s "%s %d %s"',
+                request.method,
+                request.url,
+                response.http_version,
+                response.status_code,
+                response.reason_phrase,
+            )
+        if not response.has_redirect_location:
+            return response
+        if not follow_redirects:
+            with contextlib.suppress(httpx2.RemoteProtocolError):
+                response.next_request = client._build_redirect_request(request, response)
+            return response
+        # Followed as the client's loop follows it, with this response as the history.
+        following = client._build_redirect_request(request, response)
+        final = await client._send_handling_redirects(
+            following, follow_redirects=True, history=[response]
+        )
+        try:
+            await final.aread()
+        except BaseException:
+            await final.aclose()
+            raise
+        return final
+
+    def _url(self, url: httpx2.URL) -> str:
+        # The adapter renders the URL for every call; a provider sends to a handful.
+        kept = self._urls.get(id(url))
+        if kept is not None and kept[0] is url:
+            return kept[1]
+        text = str(url)
+        if len(self._urls) >= 64:
+            self._urls.clear()
+        self._urls[id(url)] = (url, text)  # the URL kept alive, so its id is not reused
+        return text
+
+    def _timeout(self, timeout: dict[str, Any]) -> Any:
+        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
+        made = self._timeouts.get(key)
+        if made is None:
+            if len(self._timeouts) >= 64:
+                self._timeouts.clear()
+            made = self._timeouts[key] = ClientTimeout(
+                sock_connect=key[0], sock_read=key[1], connect=key[2]
+            )
+        return made
