@@ -37,6 +37,16 @@ except ImportError:  # pragma: no cover - the SDK's aiohttp extra is not install
 
 _HTTPX_LOG = logging.getLogger("httpx2")  # the client's own logger, as its `send` logs
 _HTTP_11 = b"HTTP/1.1"
+# The statuses httpx follows (with a Location): any other answers at once.
+_REDIRECTS = frozenset(
+    {
+        httpx2.codes.MOVED_PERMANENTLY,
+        httpx2.codes.FOUND,
+        httpx2.codes.SEE_OTHER,
+        httpx2.codes.TEMPORARY_REDIRECT,
+        httpx2.codes.PERMANENT_REDIRECT,
+    }
+)
 
 
 class AiohttpSend:
@@ -102,6 +112,9 @@ class AiohttpSend:
             ) as answer:
                 body = await answer.read()
                 status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
+                # Looked up in aiohttp's multidict (case-insensitive, like httpx's headers).
+                encoded = "Content-Encoding" in answer.headers
+                cookies = "Set-Cookie" in answer.headers
         extensions = {"http_version": _HTTP_11}
         if reason:
             extensions["reason_phrase"] = reason.encode()
@@ -113,7 +126,7 @@ class AiohttpSend:
             extensions=extensions,
         )
         response.default_encoding = client._default_encoding
-        if "content-encoding" in response.headers:
+        if encoded:
             await response.aread()  # httpx's decoders, as its own read would use them
         else:
             response._content = body
@@ -121,7 +134,7 @@ class AiohttpSend:
             response.is_closed = True
             response._num_bytes_downloaded = len(body)
         response._elapsed = timedelta(seconds=time.perf_counter() - start)
-        if "set-cookie" in response.headers:
+        if cookies:
             client.cookies.extract_cookies(response)
         if _HTTPX_LOG.isEnabledFor(logging.INFO):
             _HTTPX_LOG.info(
@@ -132,7 +145,7 @@ class AiohttpSend:
                 response.status_code,
                 response.reason_phrase,
             )
-        if not response.has_redirect_location:
+        if status not in _REDIRECTS or not response.has_redirect_location:
             return response
         if not follow_redirects:
             with contextlib.suppress(httpx2.RemoteProtocolError):
