@@ -21,6 +21,8 @@ from app.honeyhive import EVENT_TYPE, SESSION_HEADER, Session, with_session
 from app.spans import SPAN_KIND, RouteTracer
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+# The request headers the span reads: W3C trace context, and the HoneyHive session.
+_READ_HEADERS = frozenset(name.encode("latin-1") for name in (*_PROPAGATOR.fields, SESSION_HEADER))
 TRACED_PREFIXES = ("/v1/", "/admin/")
 
 
@@ -35,35 +37,40 @@ class RequestSpans:
         if scope["type"] != "http" or tracer is None or not path.startswith(TRACED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        # Only the headers read here are decoded (the last of a repeated one, as a dict keeps).
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers", ())
+            if k in _READ_HEADERS
+        }
         parent = _PROPAGATOR.extract(headers)
         given = headers.get(SESSION_HEADER, "").strip()
-        if tracer.recording:
+        method = scope.get("method", "GET")
+        recording = tracer.recording
+        if recording:
             session = Session(given[:256], from_caller=True) if given else Session.new()
             ctx = with_session(session, parent)
-        else:  # a session is read only by spans that record (the sampler's stamp, the route's)
-            ctx = parent
-        method = scope.get("method", "GET")
-        span = tracer.tracer.start_span(
-            f"{method} {path}",
-            context=ctx,
-            kind=SpanKind.SERVER,
-            attributes={
+            attributes = {
                 SPAN_KIND: "CHAIN",
                 EVENT_TYPE: "chain",
                 "http.request.method": method,
                 "url.path": path,
                 "router.session.from_caller": bool(given),
-            },
+            }
+        else:  # the span is made for its ids: no session (read only by spans that record)
+            ctx, attributes = parent, None
+        span = tracer.tracer.start_span(
+            f"{method} {path}", context=ctx, kind=SpanKind.SERVER, attributes=attributes
         )
         trace_id = format(span.get_span_context().trace_id, "032x").encode()
 
         async def send_with_trace_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status = message["status"]
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+                if recording:
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
                 names = {name.lower() for name, _ in message.get("headers", ())}
                 if b"x-trace-id" not in names:
                     message["headers"] = [*message.get("headers", ()), (b"x-trace-id", trace_id)]
