@@ -126,6 +126,7 @@ class OpenAIProvider(Provider):
         if _PrebuiltRequests.fits(self.client):
             self.client._build_request = _PrebuiltRequests(self.client)  # type: ignore[method-assign]
         self.client._send_request = _direct_send(self.client)  # type: ignore[method-assign]
+        _skip_idle_hooks(self.client)
         # Every option given, so the SDK deep-copies no default per call; each call copies this.
         # An idempotency key too, where the client sends none (OpenAI's): the SDK would make
         # one (a uuid4) per call for nothing.
@@ -487,6 +488,46 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
         return await sdk_send(request, stream=stream, **kwargs)
 
     return send_request
+
+
+def _skip_idle_hooks(client: openai.AsyncOpenAI) -> None:
+    """The client's per-call hooks `_prepare_options` and `_prepare_request`, skipped while they
+    have nothing to do.
+
+    `AsyncOpenAI`'s act only for a provider runtime, an API key given as a function, or workload
+    identity, and otherwise end in the base client's, which return the options as given and do
+    nothing; each imports its implementation on every call on the way. With none of those set
+    (checked per call, as they are) the hooks are not called; a subclass with hooks of its own
+    (Azure's), or an attribute renamed, keeps the SDK's.
+    """
+    cls = type(client)
+    if (
+        cls._prepare_options is not openai.AsyncOpenAI._prepare_options
+        or cls._prepare_request is not openai.AsyncOpenAI._prepare_request
+    ):
+        return
+    sdk_options = client._prepare_options
+    sdk_request = client._prepare_request
+
+    def idle() -> bool:
+        return (
+            getattr(client, "_provider_runtime", True) is None
+            and getattr(client, "_api_key_provider", True) is None
+            and getattr(client, "workload_identity", True) is None
+        )
+
+    async def prepare_options(options: FinalRequestOptions) -> FinalRequestOptions:
+        if idle():
+            return options
+        return await sdk_options(options)
+
+    async def prepare_request(request: httpx2.Request) -> None:
+        if idle():
+            return
+        await sdk_request(request)
+
+    client._prepare_options = prepare_options  # type: ignore[method-assign]
+    client._prepare_request = prepare_request  # type: ignore[method-assign]
 
 
 _UNSEEN = object()

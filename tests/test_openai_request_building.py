@@ -349,3 +349,62 @@ routes:
             assert attributes["llm.input_messages.0.message.content"] == f"Hi there, turn {turn}"
             assert fake.log[-1].body["messages"][0]["content"].endswith(str(turn))
     assert built[0] == 4  # two kinds learnt (whole, stream); the other four calls reused them
+
+
+# ---- the client's per-call hooks: skipped only while they have nothing to do --------------------
+
+
+async def test_idle_prepare_hooks_are_skipped_and_busy_ones_run() -> None:
+    p = provider()
+    client = p.client
+    options = p._chat_options.model_copy(update={"json_data": BODY})
+    assert await client._prepare_options(options) is options
+    sdk_hook = openai.AsyncOpenAI._prepare_options
+    assert client._prepare_options is not sdk_hook  # an instance attribute: no import per call
+
+    seen: list[str] = []
+
+    def transform(given: FinalRequestOptions) -> FinalRequestOptions:
+        seen.append("options")
+        return given
+
+    def prepare(request: httpx2.Request) -> None:
+        seen.append("request")
+
+    client._provider_runtime = SimpleNamespace(  # as a provider (Bedrock, …) sets it
+        transform_async_request=None,
+        transform_request=transform,
+        prepare_async_request=None,
+        prepare_request=prepare,
+    )
+    await client._prepare_options(options)
+    await client._prepare_request(client._build_request(options))
+    assert seen == ["options", "request"]
+
+
+async def test_a_key_given_as_a_function_is_still_refreshed() -> None:
+    async def key() -> str:
+        return "sk-fresh"
+
+    client = openai.AsyncOpenAI(api_key=key, base_url="http://127.0.0.1:9/v1", max_retries=0)
+    adapter._skip_idle_hooks(client)
+    options = FinalRequestOptions.construct(
+        method="post", url="/chat/completions", json_data=BODY, security={"bearer_auth": True}
+    )
+    assert client.api_key != "sk-fresh"
+    await client._prepare_options(options)
+    assert client.api_key == "sk-fresh"  # the SDK's hook asked the function
+    await client.close()
+
+
+def test_clients_with_hooks_of_their_own_keep_them() -> None:
+    azure = AzureOpenAIProvider(
+        "az",
+        AzureOpenAIConfig(
+            type="azure_openai",
+            api_key="k",
+            endpoint="https://example.openai.azure.com",
+            api_version="2024-06-01",
+        ),
+    )
+    assert "_prepare_options" not in vars(azure.client)
