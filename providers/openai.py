@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover
 import openai
 import orjson
 import pydantic
-from openai._base_client import BaseClient
+from openai._base_client import AsyncAPIClient, BaseClient
 from openai._constants import RAW_RESPONSE_HEADER
 from openai._httpx2 import request_exceptions, stream_consumed_exceptions, timeout_exceptions
 from openai._models import FinalRequestOptions
@@ -144,6 +144,7 @@ class OpenAIProvider(Provider):
         self._stream_options = FinalRequestOptions.construct(
             method="post", url="/chat/completions", headers={}, max_retries=0, params={}, **unsent
         )
+        self._plain_call = _PlainCall(self.client)
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
         api_key = config.api_key.get_secret_value() if config.api_key else None
@@ -254,6 +255,8 @@ class OpenAIProvider(Provider):
             return orjson.loads(raw.http_response.content)
         timeout = params.pop("timeout")
         options = self._chat_options.model_copy(update={"json_data": params, "timeout": timeout})
+        if self._plain_call.usable():
+            return orjson.loads(await self._plain_call(options))
         raw = await self.client.request(ChatCompletion, options)
         return orjson.loads(raw.http_response.content)
 
@@ -488,6 +491,66 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
         return await sdk_send(request, stream=stream, **kwargs)
 
     return send_request
+
+
+class _PlainCall:
+    """A raw-response call's `AsyncOpenAI.request`, where nothing watches or changes it.
+
+    With no retries, hooks that are idle and the raw response asked for, what the client's
+    `request` does around building and sending the request is bookkeeping: copying its options
+    twice, a retry loop that runs once, an auth property that imports its implementation,
+    debug logging, and wrapping the response for a caller who reads its bytes. Here the request
+    is built and sent by the client's own methods and its errors raised as `request` raises
+    them: a timeout as `APITimeoutError`, a failed connection as `APIConnectionError` (each
+    from the httpx error), a status outside 2xx as the client's status error for it.
+
+    Only where `request` is the SDK's own, unwrapped (an instrumentor patches it to record the
+    call: then it runs, and records it), on a plain `AsyncOpenAI` with idle hooks, once the
+    client knows its platform (the first call finds it out), and while the SDK's debug log is
+    off. Otherwise the call goes through `request`.
+    """
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self._client = client
+
+    def usable(self) -> bool:
+        client = self._client
+        return (
+            type(client) is openai.AsyncOpenAI
+            and openai.AsyncOpenAI.request is _SDK_REQUEST  # not patched, here or on the base
+            and "request" not in vars(client)
+            and client._platform is not None
+            and not getattr(client, "_idempotency_header", True)  # else `request` makes a key
+            and getattr(client, "_provider_runtime", True) is None
+            and getattr(client, "_api_key_provider", True) is None
+            and getattr(client, "workload_identity", True) is None
+            and getattr(client, "_workload_identity_auth", True) is None
+            and not _SDK_LOG.isEnabledFor(logging.DEBUG)
+        )
+
+    async def __call__(self, options: FinalRequestOptions) -> bytes:
+        client = self._client
+        request = client._build_request(options, retries_taken=0)
+        try:
+            response = await client._send_request(request, stream=False)
+        except timeout_exceptions() as err:
+            raise openai.APITimeoutError(request=request) from err
+        except openai.OpenAIError:
+            raise
+        except request_exceptions() as err:
+            raise openai.APIConnectionError(request=request) from err
+        if not response.is_success:  # what `raise_for_status` raises for
+            raise client._make_status_error_from_response(response) from None
+        return response.content
+
+
+_SDK_LOG = logging.getLogger("openai._base_client")
+# The client's `request` as the SDK defines it (a wrapper, e.g. an instrumentor's, is none).
+_SDK_REQUEST = AsyncAPIClient.request
+if hasattr(_SDK_REQUEST, "__wrapped__"):  # pragma: no cover - patched before this import
+    _SDK_REQUEST = None
 
 
 def _skip_idle_hooks(client: openai.AsyncOpenAI) -> None:

@@ -216,3 +216,165 @@ async def test_the_adapter_sends_whole_responses_this_way(base: str) -> None:
         AiohttpSend.send = real  # type: ignore[method-assign]
         await p.aclose()
     assert adapter.AiohttpSend is AiohttpSend
+
+
+# ---- the adapter's plain call: what the client's `request` would answer or raise ---------------
+
+
+async def _slow(request: Request) -> Response:
+    import asyncio
+
+    await asyncio.sleep(1)
+    return Response(COMPLETION, media_type="application/json")
+
+
+for _status, _body, _type in (
+    (400, b'{"error":{"message":"bad","type":"invalid_request_error"}}', "application/json"),
+    (401, b'{"error":{"message":"key"}}', "application/json"),
+    (404, b"not here", "text/plain"),
+    (429, b'{"error":{"message":"slow down"}}', "application/json"),
+    (500, b"", "text/plain"),
+    (302, b"", "text/plain"),
+    (307, b"", "text/plain"),
+):
+
+    def _make(status: int = _status, body: bytes = _body, kind: str = _type) -> Any:
+        async def answer(request: Request) -> Response:
+            headers = {"location": "/json"} if status == 307 else {}  # 302: nowhere to go
+            return Response(body, status_code=status, media_type=kind, headers=headers)
+
+        return answer
+
+    APP.router.routes.append(Route(f"/v1/s{_status}/chat/completions", _make(), methods=["POST"]))
+APP.router.routes.append(Route("/v1/ok/chat/completions", _json, methods=["POST"]))
+APP.router.routes.append(Route("/v1/slow/chat/completions", _slow, methods=["POST"]))
+
+
+def _provider(url: str) -> OpenAIProvider:
+    return OpenAIProvider("p", OpenAIConfig(type="openai", api_key="k", base_url=url))
+
+
+async def _outcome(p: OpenAIProvider, plain: bool, within_s: float = 5) -> Any:
+    options = p._chat_options.model_copy(
+        update={"json_data": {"model": "m", "messages": []}, "timeout": within_s}
+    )
+    try:
+        if plain:
+            assert p._plain_call.usable()
+            return ("ok", await p._plain_call(options))
+        raw = await p.client.request(openai.types.chat.ChatCompletion, options)
+        return ("ok", raw.http_response.content)
+    except openai.APIStatusError as exc:
+        return (type(exc), exc.status_code, exc.body, str(exc), exc.response.content)
+    except openai.APIError as exc:
+        cause = exc.__cause__
+        return (type(exc), str(exc), type(cause), type(cause.__cause__) if cause else None)
+
+
+@pytest.mark.parametrize(
+    "path", ["ok", "s400", "s401", "s404", "s429", "s500", "s302", "s307", "slow"]
+)
+async def test_the_plain_call_answers_and_raises_as_request_does(base: str, path: str) -> None:
+    p = _provider(f"{base}/v1/{path}")
+    try:
+        await _outcome(p, plain=False)  # the first call finds the platform out
+        timeout = 0.2 if path == "slow" else 5
+        expected = await _outcome(p, plain=False, within_s=timeout)
+        got = await _outcome(p, plain=True, within_s=timeout)
+        assert got == expected
+        if path == "ok":
+            assert got == ("ok", COMPLETION)
+    finally:
+        await p.aclose()
+
+
+async def test_the_plain_call_on_a_refused_connection_raises_as_request_does() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    p = _provider(f"http://127.0.0.1:{port}/v1")
+    try:
+        await _outcome(p, plain=False)
+        expected = await _outcome(p, plain=False)
+        assert expected[0] in (openai.APIConnectionError, openai.APITimeoutError)
+        assert await _outcome(p, plain=True) == expected
+    finally:
+        await p.aclose()
+
+
+async def test_the_plain_call_steps_aside_where_request_must_run(base: str, monkeypatch) -> None:
+    import logging
+
+    p = _provider(f"{base}/v1/ok")
+    try:
+        assert not p._plain_call.usable()  # the platform is not known before the first call
+        await p.complete(_model(), _ask())
+        assert p._plain_call.usable()
+        used: list[bool] = []
+        real = adapter._PlainCall.__call__
+
+        async def spy(self: Any, options: Any) -> bytes:
+            used.append(True)
+            return await real(self, options)
+
+        monkeypatch.setattr(adapter._PlainCall, "__call__", spy)
+        await p.complete(_model(), _ask())
+        assert used == [True]
+
+        sdk_request = openai.AsyncOpenAI.request
+
+        async def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:  # as an instrumentor
+            return await sdk_request(self, *args, **kwargs)
+
+        monkeypatch.setattr(openai.AsyncOpenAI, "request", wrapped)
+        assert not p._plain_call.usable()
+        await p.complete(_model(), _ask())
+        assert used == [True]  # the wrapped `request` ran
+        monkeypatch.undo()
+        assert p._plain_call.usable()
+
+        monkeypatch.setattr(p.client, "_provider_runtime", object())
+        assert not p._plain_call.usable()
+        monkeypatch.undo()
+        logging.getLogger("openai._base_client").setLevel(logging.DEBUG)
+        try:
+            assert not p._plain_call.usable()  # the SDK's debug log keeps its lines
+        finally:
+            logging.getLogger("openai._base_client").setLevel(logging.NOTSET)
+        assert p._plain_call.usable()
+    finally:
+        await p.aclose()
+
+
+def _model() -> Any:
+    from app.config import ModelConfig
+
+    return ModelConfig(provider="p", model="m")
+
+
+def _ask() -> Any:
+    from app.chat import ChatRequest
+
+    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "hi"}]})
+
+
+async def test_a_request_patched_on_the_base_client_still_runs(base: str, monkeypatch) -> None:
+    from openai._base_client import AsyncAPIClient
+
+    p = _provider(f"{base}/v1/ok")
+    try:
+        await p.complete(_model(), _ask())
+        assert p._plain_call.usable()
+        seen: list[bool] = []
+        sdk_request = AsyncAPIClient.request
+
+        async def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(True)
+            return await sdk_request(self, *args, **kwargs)
+
+        monkeypatch.setattr(AsyncAPIClient, "request", wrapped)
+        assert not p._plain_call.usable()
+        await p.complete(_model(), _ask())
+        assert seen == [True]
+    finally:
+        await p.aclose()
