@@ -66,6 +66,7 @@ def main() -> None:
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
+            "--separate-threads=yes",  # one file per thread: the export thread's share apart
             f"--callgrind-out-file={Path(tmp) / 'callgrind.out'}",
         ]
         serving = gateway(Path(tmp), upstream, tracing=sink, prefix=valgrind, ready_timeout=600)
@@ -82,10 +83,12 @@ def main() -> None:
             # Written now, not at exit: however the gateway is stopped, the counts are on disk.
             subprocess.run(["callgrind_control", "-d", str(pid)], check=True)
         totals = 0
-        for path in Path(tmp).glob("callgrind.out*"):
+        threads: list[tuple[int, str]] = []
+        for path in sorted(Path(tmp).glob("callgrind.out*")):
             text = path.read_text(errors="replace")
             if m := re.search(r"^totals: (\d+)", text, re.M):
                 totals += int(m.group(1))
+                threads.append((int(m.group(1)), path.name))
             if args.keep:
                 Path(args.keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, Path(args.keep) / path.name)
@@ -94,6 +97,9 @@ def main() -> None:
             f"({args.requests} requests, {args.concurrency} at a time, "
             f"{elapsed:.0f} s under valgrind)"
         )
+        for count, name in sorted(threads, reverse=True):
+            if count >= totals / 1000:
+                print(f"  {name}: {count / args.requests / 1e6:.2f} M per request")
 
 
 if __name__ == "__main__":
