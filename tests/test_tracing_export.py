@@ -12,6 +12,7 @@ import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from app.config import ConfigError, TracingConfig, parse_config
 from app.export import BoundedBatchProcessor
@@ -143,6 +144,59 @@ def test_bounded_queue_drops_counts_and_logs_once(stack: ExitStack, caplog) -> N
         assert time.monotonic() - started < 2
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drops) == 1 and str(batch.dropped) in drops[0].getMessage()
+
+
+class _SlowCounting(SpanExporter):
+    """An exporter that takes `seconds` per batch and keeps the size of each."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.batches: list[int] = []
+
+    def export(self, spans) -> SpanExportResult:
+        time.sleep(self.seconds)
+        self.batches.append(len(spans))
+        return SpanExportResult.SUCCESS
+
+
+def test_spans_arriving_steadily_go_out_once_per_delay_not_after_every_post() -> None:
+    """While spans keep arriving, a batch waits for `delay_s` (or a full batch), not only for
+    the previous POST to be done: sending whatever had arrived as soon as it was free, the
+    thread posted a small batch every few milliseconds under load."""
+    exporter = _SlowCounting(0.02)
+    batch = BoundedBatchProcessor(exporter, max_batch=1000, delay_s=0.4)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(batch)
+    tracer = provider.get_tracer("test")
+    try:
+        for i in range(100):  # one span every 10 ms for about a second
+            tracer.start_span(f"s{i}").end()
+            time.sleep(0.01)
+        assert batch.force_flush(5000)
+        assert sum(exporter.batches) == 100
+        # ~1.1 s of spans at one batch per 0.4 s: 3 or 4 (sending after each POST: dozens).
+        assert len(exporter.batches) <= 5, exporter.batches
+    finally:
+        batch.shutdown(timeout_s=1)
+
+
+def test_a_full_batch_goes_out_without_waiting_for_the_delay() -> None:
+    exporter = _SlowCounting(0.0)
+    batch = BoundedBatchProcessor(exporter, max_batch=10, delay_s=30)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(batch)
+    tracer = provider.get_tracer("test")
+    try:
+        for i in range(25):
+            tracer.start_span(f"s{i}").end()
+        deadline = time.monotonic() + 5
+        while sum(exporter.batches) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert exporter.batches[:2] == [10, 10]  # the last 5 wait for the delay or a flush
+        assert batch.force_flush(5000)
+        assert exporter.batches == [10, 10, 5]
+    finally:
+        batch.shutdown(timeout_s=1)
 
 
 def test_an_instrumentor_that_refuses_the_sdk_is_reported(monkeypatch) -> None:
