@@ -140,9 +140,10 @@ def _attributes(
     """Repeated KeyValue fields under `tag`.
 
     `cache`, when given, keeps the whole field (tag included: one cache serves one tag) of each
-    short string attribute: most of them (span kinds, event types, project, source, route and
-    provider names) are the same on every request, so each is scrubbed and encoded once. The
-    cache belongs to one Encoder, hence to one scrub; it is emptied when full.
+    short string attribute, and of each int and bool: most of them (span kinds, event types,
+    project, source, route and provider names, attempt numbers, status codes) are the same on
+    every request, so each is scrubbed and encoded once. The cache belongs to one Encoder,
+    hence to one scrub; it is emptied when full.
     """
     if not attributes:
         return b""
@@ -169,6 +170,22 @@ def _attributes(
                 cache[(key, value)] = field  # type: ignore[index]
             out.append(field)
             continue
+        if cache is not None and (type(value) is int or type(value) is bool):
+            # Counts, flags, status codes: few values, the same from span to span. The type
+            # is part of the key, as True == 1 (floats are not kept: -0.0 == 0.0).
+            scalar_key = (key, value, type(value))
+            hit = cache.get(scalar_key)  # type: ignore[call-overload]
+            if hit is not None:
+                out.append(hit)
+                continue
+            kv = _key_value(key, value, scrub)
+            n = len(kv)
+            field = tag + (_SMALL[n] if n < 0x80 else _varint(n)) + kv
+            if len(cache) >= _KV_CACHE_MAX:
+                cache.clear()
+            cache[scalar_key] = field  # type: ignore[index]
+            out.append(field)
+            continue
         kv = _key_value(key, value, scrub)
         n = len(kv)
         out.append(tag + (_SMALL[n] if n < 0x80 else _varint(n)) + kv)
@@ -186,10 +203,35 @@ def _flags(context: SpanContext | None) -> int:
     return flags
 
 
+# The fields every span has, of which few values occur: written once here.
+_KIND_FIELD = {kind: b"\x30" + _SMALL[value] for kind, value in _KIND.items()}
+_SPAN_FLAGS = {  # field 16 (fixed32), by whether the parent is remote
+    False: b"\x85\x01" + _pack_fixed32(_FLAGS_HAS_IS_REMOTE),
+    True: b"\x85\x01" + _pack_fixed32(_FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE),
+}
+_NAMES_MAX = 512  # span names kept encoded, per Encoder ("route default", "attempt fast", …)
+
+
+def _status(status: Any, scrub: Scrub) -> bytes:
+    # Status { string message = 2; StatusCode code = 3; }
+    body = b""
+    if status.description:
+        body += _field(_T2_LEN, _text(status.description, scrub))
+    body += _uint(_T3_VARINT, status.status_code.value)
+    return _field(b"\x7a", body)
+
+
+_PLAIN_STATUS: dict[Any, bytes] = {}  # status code -> field, for a status without a message
+
+
 def _span(
-    span: ReadableSpan, scrub: Scrub, cache: dict[tuple[str, str], bytes] | None = None
+    span: ReadableSpan,
+    scrub: Scrub,
+    cache: dict[tuple[str, str], bytes] | None = None,
+    names: dict[str, bytes] | None = None,
 ) -> bytes:
-    """A Span message's bytes (trace/v1/trace.proto); `cache`: see `_attributes`."""
+    """A Span message's bytes (trace/v1/trace.proto); `cache`: see `_attributes`; `names`, when
+    given, keeps each span name's field (scrubbed), for one Encoder."""
     context = span.get_span_context()
     parts = [
         _T1_LEN + b"\x10" + context.trace_id.to_bytes(16, "big"),
@@ -201,15 +243,23 @@ def _span(
     parent = span.parent
     if parent is not None:
         parts.append(_T4_LEN + b"\x08" + parent.span_id.to_bytes(8, "big"))
-    if span.name:
-        parts.append(_field(_T5_LEN, _text(span.name, scrub)))
-    parts.append(b"\x30" + _SMALL[_KIND[span.kind]])
+    name = span.name
+    if name:
+        field = names.get(name) if names is not None else None
+        if field is None:
+            field = _field(_T5_LEN, _text(name, scrub))
+            if names is not None and len(names) < _NAMES_MAX:
+                names[name] = field
+        parts.append(field)
+    parts.append(_KIND_FIELD[span.kind])
     if span.start_time:
         parts.append(b"\x39" + _pack_fixed64(span.start_time))
     if span.end_time:
         parts.append(b"\x41" + _pack_fixed64(span.end_time))
     parts.append(_attributes(b"\x4a", span.attributes, scrub, cache))
-    parts.append(_uint(b"\x50", span.dropped_attributes))
+    dropped = span.dropped_attributes
+    if dropped:
+        parts.append(b"\x50" + _varint(dropped))
     for event in span.events:  # Event { fixed64 time = 1; string name = 2; attributes = 3; … }
         body = b"\x09" + _pack_fixed64(event.timestamp) if event.timestamp else b""
         if event.name:
@@ -217,7 +267,9 @@ def _span(
         body += _attributes(_T3_LEN, event.attributes, scrub)
         body += _uint(b"\x20", event.dropped_attributes)
         parts.append(_field(b"\x5a", body))
-    parts.append(_uint(b"\x60", span.dropped_events))
+    dropped = span.dropped_events
+    if dropped:
+        parts.append(b"\x60" + _varint(dropped))
     for link in span.links:  # Link { trace_id = 1; span_id = 2; …; attributes = 4; … flags = 6 }
         body = (
             _T1_LEN
@@ -232,15 +284,19 @@ def _span(
             + _pack_fixed32(_flags(link.context))
         )
         parts.append(_field(b"\x6a", body))
-    parts.append(_uint(b"\x70", span.dropped_links))
+    dropped = span.dropped_links
+    if dropped:
+        parts.append(b"\x70" + _varint(dropped))
     status = span.status
-    if status is not None:  # Status { string message = 2; StatusCode code = 3; }
-        body = b""
+    if status is not None:
         if status.description:
-            body += _field(_T2_LEN, _text(status.description, scrub))
-        body += _uint(_T3_VARINT, status.status_code.value)
-        parts.append(_field(b"\x7a", body))
-    parts.append(b"\x85\x01" + _pack_fixed32(_flags(parent)))  # field 16, fixed32
+            parts.append(_status(status, scrub))
+        else:
+            field = _PLAIN_STATUS.get(status.status_code)
+            if field is None:
+                field = _PLAIN_STATUS[status.status_code] = _status(status, scrub)
+            parts.append(field)
+    parts.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
     return b"".join(parts)
 
 
@@ -276,6 +332,7 @@ class Encoder:
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
         self._span_attributes: dict[tuple[str, str], bytes] = {}  # see `_attributes`
+        self._names: dict[str, bytes] = {}  # see `_span`
 
     def _cached_resource(self, resource: Resource) -> bytes:
         hit = self._resources.get(id(resource))
@@ -299,7 +356,7 @@ class Encoder:
             scope = span.instrumentation_scope or None
             by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
             by_scope.setdefault(id(scope), (scope, []))[1].append(
-                _span(span, self.scrub, self._span_attributes)
+                _span(span, self.scrub, self._span_attributes, self._names)
             )
         out = []
         for resource, by_scope in grouped.values():

@@ -272,12 +272,33 @@ def test_a_reused_encoder_gives_the_same_bytes_as_a_fresh_one(monkeypatch) -> No
                 "e": str(n),
                 "f": "x" * 200,
                 "g": True,
+                "h": 1 if n % 2 else True,  # equal, and hashed alike: kept apart by type
+                "i": n % 3 == 0,
             }
-            batch = [ReadableSpan("s", context, resource=RESOURCES[0], attributes=attrs)]
+            status = Status(StatusCode.ERROR, f"e {n}") if n % 4 == 3 else Status(StatusCode.OK)
+            batch = [
+                ReadableSpan(
+                    f"s {n % 2} {secret}",
+                    context,
+                    resource=RESOURCES[0],
+                    attributes=attrs,
+                    status=status,
+                )
+            ]
             fresh = Encoder(scrub=Redactor([secret])).encode(batch)
             assert encoder.encode(batch) == fresh, (round_, n)
             assert secret.encode() not in fresh
             assert len(encoder._span_attributes) <= 5
+
+
+def test_kept_encodings_tell_equal_values_of_other_types_apart() -> None:
+    """1 == True == 1.0 and they hash alike, but each is written as its own type."""
+    encoder = Encoder()
+    context = SpanContext(1, 2, is_remote=False)
+    for value in (True, 1, 1.0, False, 0, 0.0, -0.0, 1, True):
+        batch = [ReadableSpan("s", context, resource=RESOURCES[0], attributes={"h": value})]
+        assert encoder.encode(batch) == Encoder().encode(batch), value
+        assert decoded(encoder.encode(batch)) == encode_spans(batch), value
 
 
 @pytest.mark.parametrize(
