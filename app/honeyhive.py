@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
 DEFAULT_API_URL = "https://api.dp1.us.honeyhive.ai"  # honeyhive 1.7.0's default server URL
@@ -99,9 +99,11 @@ class StampSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        result = self.delegate.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
+        result = self._default_on(parent_context, attributes)
+        if result is None:
+            result = self.delegate.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
         if not result.decision.is_recording():
             return result
         session = session_of(parent_context)
@@ -120,6 +122,21 @@ class StampSampler(Sampler):
         if EVENT_TYPE not in stamped:
             stamped[EVENT_TYPE] = "model"
         return SamplingResult(result.decision, stamped, result.trace_state)
+
+    def _default_on(
+        self, parent_context: Context | None, attributes: Attributes
+    ) -> SamplingResult | None:
+        """The SDK's default sampler's result (parent-based, always on), without its two
+        lookups of the parent and two results; None for another delegate or a parent not
+        sampled (the delegate answers those)."""
+        if self.delegate is not DEFAULT_ON:
+            return None
+        parent = get_current_span(parent_context).get_span_context()
+        if parent is None or not parent.is_valid:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, None)
+        if not parent.trace_flags.sampled:
+            return None
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
 
     def get_description(self) -> str:
         return f"HoneyHiveStamp{{{self.delegate.get_description()}}}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON, ParentBased
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON as ALWAYS_ON_SAMPLER
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from app.honeyhive import (
     EVENT_TYPE,
@@ -95,3 +95,46 @@ def test_the_default_is_the_sdks_choice(monkeypatch) -> None:
     assert default_sampler().get_description() == ALWAYS_OFF.get_description()
     sampler = StampSampler("p", "s", default_sampler())
     assert ALWAYS_OFF.get_description() in sampler.get_description()
+
+
+def _parents() -> list:
+    state = TraceState([("vendor", "v1")])
+    return [
+        None,  # a root span
+        SpanContext(5, 6, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)),
+        SpanContext(5, 6, is_remote=True, trace_flags=TraceFlags(1), trace_state=state),
+        SpanContext(5, 6, is_remote=True, trace_flags=TraceFlags(0), trace_state=state),
+        SpanContext(5, 6, is_remote=False, trace_flags=TraceFlags(0)),
+        SpanContext(0, 0, is_remote=False),  # invalid: a root again
+    ]
+
+
+def test_the_default_sampler_decides_as_the_sdks_without_being_called(monkeypatch) -> None:
+    """With the SDK's default sampler the stamp works its decision out itself (one parent
+    lookup instead of three), for every kind of parent the same as the SDK's own; the SDK
+    sampler is asked only about a parent that is not sampled."""
+    stamp = StampSampler("rain", "staging", default_sampler())
+    assert stamp.delegate is DEFAULT_ON
+    session = with_session(Session("conv-9"))
+    expected = []
+    for parent in _parents():
+        ctx = (
+            session
+            if parent is None
+            else trace.set_span_in_context(NonRecordingSpan(parent), session)
+        )
+        expected.append((ctx, DEFAULT_ON.should_sample(ctx, 5, "s", None, {"a": 1})))
+    asked = []
+    real = type(DEFAULT_ON).should_sample
+    monkeypatch.setattr(
+        DEFAULT_ON, "should_sample", lambda *a, **k: asked.append(1) or real(DEFAULT_ON, *a, **k)
+    )
+    for ctx, sdk in expected:
+        mine = stamp.should_sample(ctx, 5, "s", None, {"a": 1})
+        assert mine.decision is sdk.decision
+        assert mine.trace_state == sdk.trace_state
+        if sdk.decision.is_recording():
+            assert list(mine.attributes)[:1] == ["a"] and mine.attributes[SESSION_ID] == "conv-9"
+        else:
+            assert dict(mine.attributes) == dict(sdk.attributes)
+    assert len(asked) == 2  # the two parents not sampled
