@@ -106,9 +106,12 @@ class AttemptSpan:
     async def run(self, call: Awaitable[Completion], timeout_s: float) -> Completion:
         self._begin()
         started = time.perf_counter()
+        token = attach(self.span)
         try:
-            with current(self.span):
+            try:
                 completion = await call
+            finally:
+                detach(token)
         except BaseException as exc:
             self._failed(exc, started, timeout_s)
             raise

@@ -34,7 +34,8 @@ from app.spans import (
     ROUTE,
     TARGETS,
     RouteTracer,
-    current,
+    attach,
+    detach,
     ended,
     scalar,
     spanned,
@@ -116,13 +117,14 @@ class TracedRoute(Node):
             return await self.inner.complete(call)
         span = self._start(call, tracer)
         error: BaseException | None = None
+        token = attach(span)
         try:
-            with current(span):
-                return await self.inner.complete(call)
+            return await self.inner.complete(call)
         except BaseException as exc:
             error = exc
             raise
         finally:
+            detach(token)
             self._finish(span, call, error)
 
     def stream(self, call: Call) -> AsyncIterator[StreamEvent]:
@@ -240,13 +242,14 @@ class TracedPolicy(Node):
         span = self._start(tracer)
         first = len(call.decisions)
         error: BaseException | None = None
+        token = attach(span)
         try:
-            with current(span):
-                return await self.inner.complete(call)
+            return await self.inner.complete(call)
         except BaseException as exc:
             error = exc
             raise
         finally:
+            detach(token)
             self._finish(span, call, first, error)
 
     def stream(self, call: Call) -> AsyncIterator[StreamEvent]:

@@ -2,7 +2,7 @@
 
 The attribute names form the schema documented in docs/tracing.md.
 
-Streams: a span is the current span only while its node is being advanced (`advance`), never
+Streams: a span is the current span only while its node is being advanced (`attach` … `detach`), never
 across a `yield`, so that contexts are attached and detached in the same step, whichever task
 closes the stream. A stream's spans end when it ends, fails, or is closed early (the caller went
 away): each wrapper ends its span in a `finally` that runs on `aclose()`.
