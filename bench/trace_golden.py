@@ -115,30 +115,35 @@ def spans_of(bodies: list[bytes]) -> list[dict[str, Any]]:
     return out
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _walk(
+    spans: list[dict[str, Any]], names: dict[str, str], parent: str | None, depth: int
+) -> list[Any]:
+    out = []
+    for span in sorted((s for s in spans if s["parent"] == parent), key=lambda s: s["start"]):
+        body = json.dumps({k: v for k, v in span.items() if k not in DROP})
+        for uuid, name in names.items():
+            body = body.replace(uuid, name)
+        body = re.sub(r"\d{16,}", "<time>", body)  # a timestamp quoted in a value
+        out.append({"depth": depth, **json.loads(body)})
+        out += _walk(spans, names, span["id"], depth + 1)
+    return out
+
+
 def normalised(traces: list[tuple[str, str]], spans: list[dict[str, Any]]) -> list[Any]:
     """Each request's spans as a tree (children by start time), ids and times replaced."""
     out = []
     for label, trace_id in traces:
         mine = [s for s in spans if s["trace"] == trace_id]
         names: dict[str, str] = {}
-        text = json.dumps(mine)
-        for uuid in re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text):
+        for uuid in _UUID.findall(json.dumps(mine)):
             names.setdefault(uuid, f"<session {len(names)}>")
-
-        def walk(parent: str | None, depth: int, into: list[Any]) -> None:
-            children = sorted((s for s in mine if s["parent"] == parent), key=lambda s: s["start"])
-            for span in children:
-                body = json.dumps({k: v for k, v in span.items() if k not in DROP})
-                for uuid, name in names.items():
-                    body = body.replace(uuid, name)
-                body = re.sub(r"\d{16,}", "<time>", body)  # a timestamp quoted in a value
-                into.append({"depth": depth, **json.loads(body)})
-                walk(span["id"], depth + 1, into)
-
         roots = {s["parent"] for s in mine} - {s["id"] for s in mine}
         tree: list[Any] = []
         for root in sorted(roots, key=str):
-            walk(root, 0, tree)
+            tree += _walk(mine, names, root, 0)
         out.append({"request": label, "spans": len(mine), "tree": tree})
     return out
 
