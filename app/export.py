@@ -82,9 +82,14 @@ class BoundedBatchProcessor(SpanProcessor):
             self._report_drops()
 
     def _wait_for_batch(self, until: float) -> None:
-        """Until a full batch waits, `until` (monotonic) passes, or a flush or stop is asked."""
+        """Until a full batch waits, `until` (monotonic) passes, a flush finds spans waiting,
+        or a stop is asked."""
         with self._wake:
-            while len(self._queue) < self.max_batch and not self._flushing and not self._stopping:
+            while (
+                len(self._queue) < self.max_batch
+                and not (self._flushing and self._queue)
+                and not self._stopping
+            ):
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     return

@@ -199,6 +199,28 @@ def test_a_full_batch_goes_out_without_waiting_for_the_delay() -> None:
         batch.shutdown(timeout_s=1)
 
 
+def test_a_flush_does_not_keep_the_thread_spinning_once_the_queue_is_empty() -> None:
+    class Counting(BoundedBatchProcessor):
+        rounds = 0
+
+        def _export_some(self) -> None:
+            Counting.rounds += 1
+            super()._export_some()
+
+    exporter = _SlowCounting(0.1)
+    batch = Counting(exporter, max_batch=1000, delay_s=30)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(batch)
+    try:
+        provider.get_tracer("test").start_span("s").end()
+        assert batch.force_flush(5000)
+        time.sleep(0.2)
+        assert exporter.batches == [1]
+        assert Counting.rounds <= 3  # the flush's batch (and a wake-up or two), not a spin
+    finally:
+        batch.shutdown(timeout_s=1)
+
+
 def test_an_instrumentor_that_refuses_the_sdk_is_reported(monkeypatch) -> None:
     from openinference.instrumentation.openai import OpenAIInstrumentor
 
