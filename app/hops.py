@@ -38,6 +38,7 @@ from app.spans import (
     detach,
     ended,
     scalar,
+    set_all,
     spanned,
 )
 
@@ -107,7 +108,7 @@ class TracedRoute(Node):
             }
         else:
             attributes[DECISION] = "none"
-        span.set_attributes(attributes)
+        set_all(span, attributes)
         ended(span, exc)
         span.end()
 
@@ -219,7 +220,7 @@ class TracedPolicy(Node):
             None,
         )
         if decision is not None:
-            span.set_attributes(self._decision_attributes(decision))
+            set_all(span, self._decision_attributes(decision))
         ended(span, exc)
         span.end()
 

@@ -2,10 +2,10 @@
 
 The attribute names form the schema documented in docs/tracing.md.
 
-Streams: a span is the current span only while its node is being advanced (`attach` … `detach`), never
-across a `yield`, so that contexts are attached and detached in the same step, whichever task
-closes the stream. A stream's spans end when it ends, fails, or is closed early (the caller went
-away): each wrapper ends its span in a `finally` that runs on `aclose()`.
+Streams: a span is the current span only while its node is being advanced (`attach` …
+`detach`), never across a `yield`, so that contexts are attached and detached in the same step,
+whichever task closes the stream. A stream's spans end when it ends, fails, or is closed early
+(the caller went away): each wrapper ends its span in a `finally` that runs on `aclose()`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from app.errors import ProviderError
@@ -128,6 +130,41 @@ async def spanned(
                 await events.aclose()  # type: ignore[attr-defined]
         finally:
             finish(span, error)
+
+
+_PLAIN = frozenset((str, bool, int, float))
+
+
+def set_all(span: Span, attributes: dict[str, Any]) -> None:
+    """`span.set_attributes(attributes)`, with what is exported unchanged, for less.
+
+    The SDK cleans every attribute it is given (a validating call per key and value, then one
+    per key to store it: ~8k instructions each). The attributes our hops set when their work
+    ends are plain strings, booleans and numbers under string keys, which cleaning gives back
+    as they are; so when the span is the SDK's own, still recording, with no limit on a string's
+    length and room for them all, they are stored as the SDK stores them: a key already there
+    moves to the end, taking the new value. Anything else (another span class, a length limit,
+    a value of another type, a span near its attribute limit, an ended span) goes through
+    `set_attributes`.
+    """
+    stored = getattr(span, "_attributes", None)
+    if (
+        type(stored) is BoundedAttributes
+        and isinstance(span, SdkSpan)
+        and stored.max_value_len is None
+        and (stored.maxlen is None or len(stored) + len(attributes) <= stored.maxlen)
+        and all(type(k) is str and k and type(v) in _PLAIN for k, v in attributes.items())
+    ):
+        with span._lock:  # what `set_attributes` holds
+            if span._end_time is None and not stored._immutable:
+                with stored._lock:
+                    items = stored._dict
+                    for key in attributes:
+                        if key in items:
+                            del items[key]
+                    items.update(attributes)
+                return
+    span.set_attributes(attributes)
 
 
 def scalar(value: Any) -> bool:
