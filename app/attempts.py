@@ -63,13 +63,13 @@ class AttemptSpan:
         }
         if not self.instrumented:
             attributes |= {"llm.model_name": target.model.model, "llm.provider": provider.type}
-        self._tracer = tracer.tracer
+        self._tracer = tracer
         self._attributes = attributes
         self.span: Span = INVALID_SPAN  # started when the upstream call starts
 
     def _begin(self) -> None:
         name = f"attempt {self.target.name}"
-        self.span = self._tracer.start_span(name, attributes=self._attributes)
+        self.span = self._tracer.start_span(name, self._attributes)
 
     def _succeeded(self, usage: Usage, model: str) -> None:
         attributes: dict[str, Any] = {

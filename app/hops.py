@@ -87,7 +87,7 @@ class TracedRoute(Node):
         for key, value in metadata.items():
             if scalar(value):
                 attributes[f"router.metadata.{key}"] = value
-        span = tracer.tracer.start_span(f"route {self.name}", attributes=attributes)
+        span = tracer.start_span(f"route {self.name}", attributes)
         call.trace_id = format(span.get_span_context().trace_id, "032x")
         return span
 
@@ -212,7 +212,7 @@ class TracedPolicy(Node):
             PATH: self.path,
             CANDIDATES: [child.label for child in self.inner.children()],
         }
-        return tracer.tracer.start_span(f"policy {self.key}", attributes=attributes)
+        return tracer.start_span(f"policy {self.key}", attributes)
 
     def _finish(self, span: Span, call: Call, first: int, exc: BaseException | None) -> None:
         decision = next(

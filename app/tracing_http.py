@@ -57,11 +57,10 @@ class RequestSpans:
                 "url.path": path,
                 "router.session.from_caller": bool(given),
             }
+            span = tracer.start_span(f"{method} {path}", attributes, ctx, SpanKind.SERVER)
         else:  # the span is made for its ids: no session (read only by spans that record)
-            ctx, attributes = parent, None
-        span = tracer.tracer.start_span(
-            f"{method} {path}", context=ctx, kind=SpanKind.SERVER, attributes=attributes
-        )
+            ctx = parent
+            span = tracer.tracer.start_span(f"{method} {path}", context=ctx, kind=SpanKind.SERVER)
         trace_id = format(span.get_span_context().trace_id, "032x").encode()
 
         async def send_with_trace_id(message: Message) -> None:
