@@ -99,19 +99,22 @@ class StampSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        result = self._default_on(parent_context, attributes)
-        if result is None:
+        sampled = self._default_on(parent_context)
+        if sampled is None:
             result = self.delegate.should_sample(
                 parent_context, trace_id, name, kind, attributes, links, trace_state
             )
-        if not result.decision.is_recording():
-            return result
+            if not result.decision.is_recording():
+                return result
+            decision, own, state = result.decision, result.attributes, result.trace_state
+        else:  # the default sampler keeps the span's attributes as they are
+            decision, own, state = Decision.RECORD_AND_SAMPLE, attributes or {}, sampled[0]
         session = session_of(parent_context)
         if session is None:  # a span outside any request (none of ours): a session of its own
             session = Session.new()
         project, source = self.project, self.source
         stamped = {
-            **result.attributes,
+            **own,
             SESSION_ID: session.id,
             TL_SESSION_ID: session.id,
             PROJECT: project,
@@ -121,22 +124,22 @@ class StampSampler(Sampler):
         }
         if EVENT_TYPE not in stamped:
             stamped[EVENT_TYPE] = "model"
-        return SamplingResult(result.decision, stamped, result.trace_state)
+        return SamplingResult(decision, stamped, state)
 
-    def _default_on(
-        self, parent_context: Context | None, attributes: Attributes
-    ) -> SamplingResult | None:
-        """The SDK's default sampler's result (parent-based, always on), without its two
-        lookups of the parent and two results; None for another delegate or a parent not
-        sampled (the delegate answers those)."""
+    def _default_on(self, parent_context: Context | None) -> tuple[TraceState | None] | None:
+        """What the SDK's default sampler (parent-based, always on) answers when it records,
+        without its two lookups of the parent and two results: the span is recorded and
+        sampled with its own attributes and the trace state given, the parent's (none for a
+        root span); None for another delegate or a parent not sampled (the delegate answers
+        those)."""
         if self.delegate is not DEFAULT_ON:
             return None
         parent = get_current_span(parent_context).get_span_context()
         if parent is None or not parent.is_valid:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, None)
+            return (None,)
         if not parent.trace_flags.sampled:
             return None
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
+        return (parent.trace_state,)
 
     def get_description(self) -> str:
         return f"HoneyHiveStamp{{{self.delegate.get_description()}}}"
