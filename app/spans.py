@@ -11,6 +11,7 @@ whichever task closes the stream. A stream's spans end when it ends, fails, or i
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -219,6 +220,40 @@ async def spanned(
 _PLAIN = frozenset((str, bool, int, float))
 
 
+def _takes_known_arguments() -> bool:
+    """Whether the SDK's `_Span` is built with exactly the arguments `start_span` passes (any
+    other must have a default): a release that changes them sends every span the SDK's way,
+    rather than failing a request."""
+    try:
+        parameters = inspect.signature(_Span.__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    others = [p for name, p in parameters.items() if name != "self" and name not in _SPAN_ARGS]
+    return parameters.keys() >= _SPAN_ARGS and all(
+        p.default is not inspect.Parameter.empty for p in others
+    )
+
+
+_SPAN_ARGS = frozenset(
+    {
+        "name",
+        "context",
+        "parent",
+        "sampler",
+        "resource",
+        "attributes",
+        "span_processor",
+        "kind",
+        "links",
+        "instrumentation_info",
+        "limits",
+        "instrumentation_scope",
+        "record_end_metrics",
+    }
+)
+_SPAN_MADE_AS_KNOWN = _takes_known_arguments()
+
+
 def _startable(tracer: Tracer) -> bool:
     """Whether `RouteTracer.start_span` may make the tracer's spans itself: the SDK's own
     tracer, sampling with our sampler, with the parts of it that `Tracer.start_span` reads,
@@ -227,7 +262,8 @@ def _startable(tracer: Tracer) -> bool:
         return False
     limits = getattr(tracer, "_span_limits", None)
     return (
-        limits is not None
+        _SPAN_MADE_AS_KNOWN
+        and limits is not None
         and limits.max_span_attribute_length is None
         and limits.max_span_attributes is not None
         and all(

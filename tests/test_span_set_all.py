@@ -318,3 +318,21 @@ def test_the_tracer_the_gateway_starts_with_is_made_for_the_fast_way(monkeypatch
     off = Tracing.start(TracingConfig(exporter="none"), {}, env={})
     assert not off.route_tracer._fast  # records nothing: the SDK's non-recording spans
     off.shutdown(0.1)
+
+
+def test_a_span_built_with_other_arguments_sends_spans_the_sdks_way(monkeypatch) -> None:
+    # An SDK release whose `_Span` takes another required argument (or loses one we pass) must
+    # not fail requests: the fast start is then never taken.
+    import app.spans as spans
+
+    assert spans._takes_known_arguments()
+    original = spans._Span.__init__
+
+    def needs_more(self, *args: Any, new_required: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(spans._Span, "__init__", needs_more)
+    assert not spans._takes_known_arguments()
+    monkeypatch.setattr(spans, "_SPAN_MADE_AS_KNOWN", spans._takes_known_arguments())
+    tracer, _ = route_tracer()
+    assert not tracer._fast
