@@ -8,7 +8,9 @@
 The figure to read is "CPU µs per request" of the gateway: the user+system CPU time of its
 processes (a supervisor and its workers, with --workers or granian) divided by the requests wrk
 completed. Unlike req/s it hardly moves when other work shares the machine, so it is the figure to
-compare before and after a change. With --py-spy, py-spy samples the serving process for the run
+compare before and after a change. It is split between the processes' main threads (the event
+loop) and their other threads (with tracing on, mostly the span-export thread: see
+docs/tracing.md). With --py-spy, py-spy samples the serving process for the run
 and writes collapsed stacks (flamegraph input) to the file given. --server granian serves the same
 app factory under granian (`pip install granian`) for comparison.
 """
@@ -16,6 +18,7 @@ app factory under granian (`pip install granian`) for comparison.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +37,27 @@ SCENARIOS = {
     "traced": ({"model": "default", **REQUEST}, True),
     "traced-stream": ({"model": "stream", **REQUEST, "stream": True}, True),
 }
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """User+system CPU so far of the main threads and of the other threads of the processes in
+    `pid`'s process group (live threads only: enough for a run's before/after difference)."""
+    main = other = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pid:
+                continue
+            for task in (proc / "task").iterdir():
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                used = (int(fields[11]) + int(fields[12])) / tick
+                if task.name == proc.name:
+                    main += used
+                else:
+                    other += used
+        except (OSError, ValueError):
+            continue
+    return main, other
 
 
 def main() -> None:
@@ -80,14 +104,20 @@ def main() -> None:
                     )
                     time.sleep(0.5)
                 before = cpu_seconds(pid)
+                threads_before = thread_cpu_seconds(pid)
                 rps, p50, _, p99, errors = wrk(target, body, args.connections, args.duration)
                 used = cpu_seconds(pid) - before
+                threads_after = thread_cpu_seconds(pid)
+                loop_s = threads_after[0] - threads_before[0]
+                other_s = threads_after[1] - threads_before[1]
                 requests = rps * args.duration
                 print(
                     f"{args.scenario} {args.server} {args.workers}w c={args.connections}: "
                     f"{rps:,.0f} req/s, p50 {p50:.2f} ms, "
                     f"p99 {p99:.2f} ms, errors {errors}, gateway CPU {used:.2f} s, "
-                    f"{used / requests * 1e6:,.0f} CPU µs per request",
+                    f"{used / requests * 1e6:,.0f} CPU µs per request "
+                    f"(main threads {loop_s / requests * 1e6:,.0f}, "
+                    f"other threads {other_s / requests * 1e6:,.0f})",
                     flush=True,
                 )
                 if spy:
