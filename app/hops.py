@@ -45,8 +45,9 @@ from app.spans import (
 # ---- the route ----------------------------------------------------------------------------------
 
 
-class TracedRoute(Node):
-    """The route a caller named (a route, an alias or `provider/model-id`), as one span."""
+class _NamedRoute(Node):
+    """The route a caller named (a route, an alias or `provider/model-id`) around its tree: it
+    shows as its tree does; subclasses say what the call gets on the way in."""
 
     def __init__(self, name: str, inner: Node) -> None:
         self.name = name
@@ -65,6 +66,10 @@ class TracedRoute(Node):
 
     def targets(self) -> list[Target]:
         return self.inner.targets()
+
+
+class TracedRoute(_NamedRoute):
+    """The route a caller named, as one span."""
 
     def _start(self, call: Call, tracer: RouteTracer) -> Span:
         request = call.request
@@ -139,29 +144,14 @@ class TracedRoute(Node):
         )
 
 
-class TraceIdRoute(Node):
+class TraceIdRoute(_NamedRoute):
     """The route a caller named, where spans record nothing (exporter `none`): no hop spans,
     whose attributes would be built for nothing, only the call's trace id, read when the route
     starts as `TracedRoute` reads it: the request's trace (its server span's), else a new one."""
 
     def __init__(self, name: str, inner: Node, tracer: RouteTracer) -> None:
-        self.name = name
-        self.inner = inner
-        self.path = inner.path
+        super().__init__(name, inner)
         self._tracer = tracer
-
-    @property
-    def label(self) -> str:
-        return self.inner.label
-
-    def children(self) -> list[Node]:
-        return [self.inner]
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
-
-    def targets(self) -> list[Target]:
-        return self.inner.targets()
 
     def _identify(self, call: Call) -> None:
         context = trace.get_current_span().get_span_context()
