@@ -12,13 +12,13 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.config import RouterConfig, load_config
+from app.edge import Edge
 from app.gateway import Gateway
 from app.gcstats import serving_gc
-from app.lifecycle import InFlight, Lifecycle, signal_handlers
+from app.lifecycle import InFlight, signal_handlers
 from app.reload import Loader, Reloader
-from app.telemetry import RecordRequests, Telemetry
+from app.telemetry import Telemetry
 from app.tracing import Tracing
-from app.tracing_http import RequestSpans
 from routers import (
     admin,
     anthropic_compat,
@@ -87,12 +87,10 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     app.state.tracing = tracing
     app.state.inflight = InFlight()
     app.state.reloader = Reloader(app.state, reload)
-    # Refuses while draining, then holds each request to the header and body limits.
-    app.add_middleware(Lifecycle, state=app.state)
     app.state.telemetry = Telemetry(lambda: app.state.gateway)
-    app.add_middleware(RecordRequests, telemetry=app.state.telemetry)
-    # Added last, so outermost: even a refused body or a draining refusal gets its span.
-    app.add_middleware(RequestSpans, tracer=lambda: app.state.gateway.tracer)
+    # Each request's span and record; refused while draining, else held to the header and body
+    # limits (even a refused body or a draining refusal gets its span).
+    app.add_middleware(Edge, state=app.state, telemetry=app.state.telemetry)
     errors.install(app)
     # Routes are matched in the order they are included: the chat endpoints, which take nearly
     # all the traffic, first (no two routers share a path, so the order decides nothing else).

@@ -1,10 +1,10 @@
 """The process's life: requests in flight, graceful shutdown on SIGTERM, reload on SIGHUP.
 
-`Lifecycle` (ASGI middleware) pins each request to the gateway serving when it arrived (a
-reload swaps in a new one; the request finishes on its own) and counts it in flight until its
-response, stream included, has been sent. While draining it refuses new requests with 503.
-It also holds each request to that gateway's header and body limits (`app/limits.py`): one
-middleware layer rather than three, since every layer costs every request.
+The gateway's ASGI middleware (`Edge`, app/edge.py) pins each request to the gateway serving when
+it arrived (a reload swaps in a new one; the request finishes on its own) and counts it in
+flight (`InFlight`) until its response, stream included, has been sent. While draining it
+refuses new requests with 503. It also holds each request to that gateway's header and body
+limits (`app/limits.py`).
 
 On SIGTERM: readiness turns false and new requests are refused at once; requests and streams in
 flight get up to `server.drain_timeout_s` to finish; then the signal goes on to the HTTP server
@@ -24,23 +24,19 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import State
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from app.errors import ServiceUnavailable
-from app.limits import headers_too_large, limit_body, measure, send_error
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
 
 log = logging.getLogger("llm_router")
 
-_PIN = "llm_router.gateway"
+PIN = "llm_router.gateway"
 # Answered while draining: probes must see the truth, scrapers the last numbers.
-_ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})
+ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def pinned_gateway(scope: MutableMapping[str, Any]) -> Gateway | None:
-    return scope.get(_PIN)
+    return scope.get(PIN)
 
 
 class InFlight:
@@ -72,43 +68,6 @@ class InFlight:
                 return False
             await asyncio.sleep(0.05)
         return True
-
-
-class Lifecycle:
-    """Pins, counts, and while draining refuses requests; then 431 for headers over
-    `server.max_header_bytes` and 413 for a body over `server.max_body_bytes` (ASGI middleware).
-    """
-
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.state.draining and scope["path"] not in _ALWAYS:
-            await _refuse(send)
-            return
-        gateway = self.state.gateway
-        scope[_PIN] = gateway
-        inflight: InFlight = self.state.inflight
-        inflight.enter(gateway)
-        try:
-            server = gateway.config.server
-            size, declared = measure(scope.get("headers", ()))
-            if size > server.max_header_bytes:
-                await send_error(send, headers_too_large(server.max_header_bytes))
-                return
-            await limit_body(self.app, scope, receive, send, server.max_body_bytes, declared)
-        finally:
-            inflight.leave(gateway)
-
-
-async def _refuse(send: Send) -> None:
-    await send_error(
-        send, ServiceUnavailable("the gateway is shutting down", code="draining", retry_after=1)
-    )
 
 
 class Drain:

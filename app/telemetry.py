@@ -1,8 +1,9 @@
 """The one place a finished request is recorded: Prometheus metrics and the stats report.
 
-`RecordRequests`, an ASGI middleware, wraps every HTTP request. `Gateway.new_call` hands it the
-request's `Call` (`track`), whatever dialect the request came in; when the response has been
-sent, to the last byte of a stream, the middleware records the call once: its status, latency,
+The gateway's ASGI middleware (`Edge`, app/edge.py) wraps every HTTP request. `Gateway.new_call`
+hands it the request's `Call` (`track`), whatever dialect the request came in; when the response
+has been sent, to the last byte of a stream, the middleware records the call once
+(`Telemetry.record`): its status, latency,
 time to first event, every attempt (`call.attempts`), and the answer's tokens and cost; and
 keeps it for the console among the recent requests (app/recent.py) and on the traffic timeline
 (app/timeline.py).
@@ -18,8 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import Metrics, breakers_of
 from app.recent import PROMPT_CHARS, RecentRequests, RequestRecord
@@ -173,45 +172,12 @@ def _answered_by(answer: Answer, attempt: Attempt) -> bool:
     return target.name == attempt.target and target.provider.name == attempt.provider
 
 
-class RecordRequests:
-    """ASGI middleware: times the response, then records the request's call once it has ended."""
+def begin_request() -> tuple[_Slot, contextvars.Token[_Slot | None]]:
+    """A slot for the call the HTTP request now starting will serve (filled by `track`), set
+    for the request's duration; `end_request` with the token when its response has been sent."""
+    slot = _Slot()
+    return slot, _current.set(slot)
 
-    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
-        self.app = app
-        self.telemetry = telemetry
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        slot = _Slot()
-        token = _current.set(slot)
-        status = 500
-        streaming = False
-        first_event: float | None = None
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status, streaming, first_event
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"content-type":
-                        streaming = value.startswith(b"text/event-stream")
-            elif streaming and first_event is None and message.get("body"):
-                first_event = time.perf_counter() - started
-            await send(message)
-
-        try:
-            await self.app(scope, receive, timed_send)
-        finally:
-            _current.reset(token)
-            call = slot.call
-            if call is not None:
-                label = str(status)
-                if streaming and status == 200 and call.answer is None:
-                    label = "stream_error"
-                try:
-                    self.telemetry.record(call, label, time.perf_counter() - started, first_event)
-                except Exception as exc:  # the caller has its answer; never fail it afterwards
-                    log.error("recording a request failed: %s", type(exc).__name__)
+def end_request(token: contextvars.Token[_Slot | None]) -> None:
+    _current.reset(token)

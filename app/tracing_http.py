@@ -1,6 +1,6 @@
-"""The server span of each API request, as plain ASGI middleware.
+"""The server span of each API request, started by the gateway's ASGI middleware (app/edge.py).
 
-Our own middleware rather than OpenTelemetry's ASGI instrumentation: it costs one span per request
+Our own span rather than OpenTelemetry's ASGI instrumentation: it costs one span per request
 (the ASGI instrumentation adds one per message sent and received), and it sets up what the
 gateway needs: the caller's W3C `traceparent` honoured, the HoneyHive session chosen
 (`x-session-id`, else one per request), and `x-trace-id` on every response, errors included.
@@ -9,13 +9,11 @@ Health probes and metrics scrapes are not traced.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 from app.honeyhive import EVENT_TYPE, SESSION_HEADER, Session, with_session
 from app.spans import SPAN_KIND, RouteTracer
@@ -26,27 +24,22 @@ _READ_HEADERS = frozenset(name.encode("latin-1") for name in (*_PROPAGATOR.field
 TRACED_PREFIXES = ("/v1/", "/admin/")
 
 
-class RequestSpans:
-    def __init__(self, app: ASGIApp, tracer: Callable[[], RouteTracer | None]) -> None:
-        self.app = app
-        self.tracer = tracer
+class ServerSpan:
+    """The server span of one traced request, started as the request arrives.
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tracer = self.tracer()
-        path = scope.get("path", "")
-        if scope["type"] != "http" or tracer is None or not path.startswith(TRACED_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        # Only the headers read here are decoded (the last of a repeated one, as a dict keeps).
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope.get("headers", ())
-            if k in _READ_HEADERS
-        }
-        parent = _PROPAGATOR.extract(headers)
-        given = headers.get(SESSION_HEADER, "").strip()
+    Only the headers read here are decoded (the last of a repeated one, as a dict keeps). A span
+    that records (an exporter is set) carries the HoneyHive session and the request's method
+    and path; one that does not is made for its trace id alone."""
+
+    __slots__ = ("context", "recording", "span", "trace_id")
+
+    def __init__(self, tracer: RouteTracer, scope: Scope, headers: list[tuple[bytes, bytes]]):
+        read = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _READ_HEADERS}
+        parent = _PROPAGATOR.extract(read)
+        given = read.get(SESSION_HEADER, "").strip()
         method = scope.get("method", "GET")
-        recording = tracer.recording
+        path = scope["path"]
+        self.recording = recording = tracer.recording
         if recording:
             session = Session(given[:256], from_caller=True) if given else Session.new()
             ctx = with_session(session, parent)
@@ -61,26 +54,25 @@ class RequestSpans:
         else:  # the span is made for its ids: no session (read only by spans that record)
             ctx = parent
             span = tracer.tracer.start_span(f"{method} {path}", context=ctx, kind=SpanKind.SERVER)
-        trace_id = format(span.get_span_context().trace_id, "032x").encode()
+        self.span = span
+        self.context = ctx
+        self.trace_id = format(span.get_span_context().trace_id, "032x").encode()
 
-        async def send_with_trace_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if recording:
-                    span.set_attribute("http.response.status_code", status)
-                    if status >= 500:
-                        span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
-                names = {name.lower() for name, _ in message.get("headers", ())}
-                if b"x-trace-id" not in names:
-                    message["headers"] = [*message.get("headers", ()), (b"x-trace-id", trace_id)]
-            await send(message)
+    def attach(self) -> object:
+        """Make the span current for the request (a token for `otel_context.detach`)."""
+        return otel_context.attach(trace.set_span_in_context(self.span, self.context))
 
-        token = otel_context.attach(trace.set_span_in_context(span, ctx))
-        try:
-            await self.app(scope, receive, send_with_trace_id)
-        except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
+    def respond(self, message: Message, status: int, has_trace_id: bool) -> None:
+        """The response's start: its status on the span, and `x-trace-id` unless it has one."""
+        if self.recording:
+            self.span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                self.span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+        if not has_trace_id:
+            message["headers"] = [*message.get("headers", ()), (b"x-trace-id", self.trace_id)]
+
+    def failed(self, exc: BaseException) -> None:
+        self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+    def end(self) -> None:
+        self.span.end()

@@ -105,3 +105,22 @@ def test_uuid4_hex_is_a_random_version_4_uuid() -> None:
     for text in seen:
         parsed = uuid.UUID(hex=text)
         assert (parsed.hex, parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+
+
+def test_one_middleware_spans_records_and_limits_each_request(app: FastAPI) -> None:
+    # The span, the record and the limits are one layer (app/edge.py): each response carries
+    # exactly one x-trace-id, a refusal is not recorded, an answered request is, once.
+    from app.edge import Edge
+
+    assert [m.cls for m in app.user_middleware] == [Edge]
+    with TestClient(app) as client:
+        recent = app.state.telemetry.recent
+        over = client.post("/v1/chat", json=ASK, headers={"x-pad": "v" * 4000})
+        assert over.status_code == 431
+        assert len(over.headers.get_list("x-trace-id")) == 1
+        answered = client.post("/v1/chat", json=ASK)
+        assert answered.status_code == 200
+        assert len(answered.headers.get_list("x-trace-id")) == 1
+        records = recent.latest()
+        assert len(records) == 1
+        assert (records[0].status, records[0].trace_id) == ("200", answered.headers["x-trace-id"])
