@@ -30,6 +30,7 @@ from routers import (
     ops,
     schemas,
 )
+from routers.direct import DirectApp
 
 # FastAPI's own telemetry off: the gateway traces and counts its requests itself
 # (RequestSpans, RecordRequests); FastAPI's would only add its spans and metrics beside those
@@ -75,7 +76,9 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     # strict_content_type off: a body sent without a Content-Type is read as JSON. One declared
     # as another type (curl -d sends a form type) is refused, as OpenAI's API refuses it, with a
     # message that says so (routers/errors.py).
-    app = FastAPI(
+    # DirectApp: FastAPI, where the chat endpoints' ordinary requests skip routing once their
+    # route is known (routers/direct.py).
+    app = DirectApp(
         title="llm-router",
         version=__version__,
         lifespan=lifespan,

@@ -26,10 +26,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, serialize_response
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 try:  # the route as an including router sees it (its own dependencies added), where it has one
     from fastapi.routing import _effective_route_context_var as _effective
@@ -73,6 +74,48 @@ def _json_content_type(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+Plan = tuple[type[BaseModel], str, str | None, list[tuple[str | None, Any]]]
+
+
+class _Direct:
+    """The ordinary request of one route (as one inclusion of it sees it), answered directly."""
+
+    __slots__ = ("dependencies", "endpoint", "field", "model", "name", "overrides", "request")
+
+    def __init__(self, route: Any, plan: Plan) -> None:
+        self.model, self.name, self.request, self.dependencies = plan
+        self.endpoint = route.dependant.call
+        self.field = route.response_field
+        self.overrides = route.dependency_overrides_provider
+
+    async def answer(self, request: Request) -> Response | None:
+        """The response, or None where the request is not the ordinary one (FastAPI's own
+        handler answers it then: the body, if read here, stays cached on `request`)."""
+        overrides = self.overrides
+        if overrides is not None and getattr(overrides, "dependency_overrides", None):
+            return None
+        raw = await request.body()
+        if not raw or not _json_content_type(request.scope["headers"]):
+            return None
+        try:
+            body = self.model.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError):
+            # Said as FastAPI says it (or, for JSON only the stdlib accepts, answered).
+            return None
+        values: dict[str, Any] = {self.name: body}
+        for name, call in self.dependencies:
+            solved = await call(request)
+            if name is not None:
+                values[name] = solved
+        if self.request is not None:
+            values[self.request] = request
+        result = await self.endpoint(**values)
+        if isinstance(result, Response):
+            return result
+        content = await serialize_response(field=self.field, response_content=result)
+        return JSONResponse(content)
+
+
 class DirectRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         generic = super().get_route_handler()
@@ -83,40 +126,91 @@ class DirectRoute(APIRoute):
         plan = _plan(route)
         if plan is None:
             return generic
-        model, body_name, request_name, dependencies = plan
-        endpoint = route.dependant.call
-        response_field = route.response_field
-        overrides = route.dependency_overrides_provider
-        validate = model.model_validate
+        direct = _Direct(route, plan)
 
         async def handler(request: Request) -> Response:
-            if overrides is not None and getattr(overrides, "dependency_overrides", None):
+            shortcuts = request.scope.get(_SHORTCUTS)
+            if shortcuts is not None:  # the router chose this route: the next time, no need
+                shortcuts.learn(request.scope, direct)
+            response = await direct.answer(request)
+            if response is None:
                 return await generic(request)
-            raw = await request.body()
-            if not raw or not _json_content_type(request.scope["headers"]):
-                return await generic(request)
-            try:
-                body = validate(orjson.loads(raw))
-            except (orjson.JSONDecodeError, ValidationError):
-                # Said as FastAPI says it (or, for JSON only the stdlib accepts, answered).
-                return await generic(request)
-            values: dict[str, Any] = {body_name: body}
-            for name, call in dependencies:
-                solved = await call(request)
-                if name is not None:
-                    values[name] = solved
-            if request_name is not None:
-                values[request_name] = request
-            result = await endpoint(**values)
-            if isinstance(result, Response):
-                return result
-            content = await serialize_response(field=response_field, response_content=result)
-            return JSONResponse(content)
+            return response
 
         return handler
 
 
-Plan = tuple[type[BaseModel], str, str | None, list[tuple[str | None, Any]]]
+# ---- requests that need no routing --------------------------------------------------------------
+
+_SHORTCUTS = "llm_router.shortcuts"
+
+
+class Shortcuts:
+    """The router, or for a request that a `DirectRoute` has answered before (same method and
+    path), that route's direct handler without routing (ASGI app).
+
+    The router matches every request against the routes in order, through FastAPI's included
+    routers and their inclusion contexts, then FastAPI wraps the handler in two exit stacks and
+    its own exception layer: a tenth of a chat request's CPU. Routing depends on the method and
+    the path alone here (no route is matched by host), and the routes do not change once the
+    app serves, so where the router once took a request to a `DirectRoute`'s handler, the same
+    method and path go straight to that handler's direct answer. Its exceptions go up to the
+    app's exception middleware, with the same handlers the route's own layer has. A request that
+    is not the ordinary one goes to the router, its body (read) given again.
+    """
+
+    def __init__(self, router: ASGIApp) -> None:
+        self.router = router
+        self._known: dict[tuple[str, str, str], _Direct] = {}
+
+    def learn(self, scope: Scope, direct: _Direct) -> None:
+        self._known[(scope["method"], scope.get("root_path", ""), scope["path"])] = direct
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            direct = self._known.get((scope["method"], scope.get("root_path", ""), scope["path"]))
+            if direct is not None:
+                request = Request(scope, receive, send)
+                response = await direct.answer(request)
+                if response is not None:
+                    await response(scope, receive, send)
+                    return
+                receive = _again(await request.body(), receive)
+            else:
+                scope[_SHORTCUTS] = self
+        await self.router(scope, receive, send)
+
+
+def _again(body: bytes, receive: Receive) -> Receive:
+    """`receive`, but the body already read comes first, whole."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def again() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return again
+
+
+def install_shortcuts(stack: ASGIApp, router: ASGIApp) -> ASGIApp:
+    """`stack` (an app's middleware, outermost first) with `Shortcuts` in place of `router` at its
+    bottom; unchanged where no layer is found to hold `router` as its `app`."""
+    layer: Any = stack
+    while layer is not None:
+        inner = getattr(layer, "app", None)
+        if inner is router:
+            layer.app = Shortcuts(router)
+            break
+        layer = inner
+    return stack
+
+
+class DirectApp(FastAPI):
+    """FastAPI, with the requests a `DirectRoute` has answered taken to it without routing."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return install_shortcuts(super().build_middleware_stack(), self.router)
 
 
 def _plan(route: Any) -> Plan | None:

@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
-from routers.direct import DirectRoute, _plan
+from routers.direct import DirectApp, DirectRoute, Shortcuts, _plan, install_shortcuts
 
 
 class Item(BaseModel):
@@ -35,7 +35,7 @@ async def guard(request: Request) -> None:
         raise Refused()
 
 
-def build(route_class: type[APIRoute]) -> FastAPI:
+def build(route_class: type[APIRoute], app_class: type[FastAPI] = FastAPI) -> FastAPI:
     router = APIRouter(dependencies=[Depends(guard)], route_class=route_class)
 
     @router.post("/items")
@@ -46,7 +46,7 @@ def build(route_class: type[APIRoute]) -> FastAPI:
     async def plain(body: Item) -> Any:
         return {"echo": body.model_dump()}  # not a Response: serialized as FastAPI would
 
-    app = FastAPI(strict_content_type=False)
+    app = app_class(strict_content_type=False)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
@@ -95,6 +95,75 @@ def test_answers_as_fastapi_does(path: str, content: bytes, headers: dict[str, s
         expected.headers.get("content-type"),
         expected.content,
     )
+
+
+@pytest.mark.parametrize(("path", "content", "headers"), CASES)
+def test_answers_as_fastapi_does_without_routing(
+    path: str, content: bytes, headers: dict[str, str]
+) -> None:
+    # The first ordinary request is routed (and teaches the shortcut its route), the next ones
+    # are not: each answer is FastAPI's, whatever the body.
+    generic = TestClient(build(APIRoute), raise_server_exceptions=False)
+    direct = TestClient(build(DirectRoute, DirectApp), raise_server_exceptions=False)
+    assert direct.post(path, json={"name": "first"}).status_code == 200
+    expected = generic.post(path, content=content, headers=headers)
+    for _ in range(2):
+        got = direct.post(path, content=content, headers=headers)
+        assert (got.status_code, got.headers.get("content-type"), got.content) == (
+            expected.status_code,
+            expected.headers.get("content-type"),
+            expected.content,
+        )
+
+
+def _shortcuts(app: FastAPI) -> Shortcuts:
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, Shortcuts):
+        layer = layer.app
+    return layer
+
+
+def test_a_known_route_is_answered_without_routing() -> None:
+    app = build(DirectRoute, DirectApp)
+    client = TestClient(app)
+    assert client.post("/items", json={"name": "a"}).status_code == 200
+    shortcuts = _shortcuts(app)
+    routed: list[str] = []
+    router = shortcuts.router
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await router(scope, receive, send)
+
+    shortcuts.router = counting
+    answer = client.post("/items", json={"name": "b"}, headers={"x-who": "me"})
+    assert answer.json()["caller"] == "me" and routed == []
+    # What the direct answer does not take is routed, its body given again: refused as
+    # FastAPI refuses it; a dependency's exception answered by the app's handler.
+    assert client.post("/items", json={"name": 1}).status_code == 422
+    assert client.post("/items", json={"name": "c"}, headers={"x-refuse": "1"}).status_code == 403
+    assert client.post("/plain", json={"name": "d"}).status_code == 200
+    assert client.get("/items").status_code == 405
+    assert routed == ["/items", "/plain", "/items"]
+    # Learned: /plain now goes straight to its route too.
+    assert client.post("/plain", json={"name": "e"}).json() == {
+        "echo": {"name": "e", "count": 1, "ratio": None, "tags": []}
+    }
+    assert routed == ["/items", "/plain", "/items"]
+
+
+def test_shortcuts_only_where_the_router_is_found() -> None:
+    class Outer:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+    router, other = object(), object()
+    stack = Outer(Outer(router))
+    assert install_shortcuts(stack, router) is stack
+    assert isinstance(stack.app.app, Shortcuts) and stack.app.app.router is router
+    untouched = Outer(Outer(other))
+    install_shortcuts(untouched, router)
+    assert untouched.app.app is other
 
 
 def test_an_ordinary_request_skips_fastapi_dependency_solving(

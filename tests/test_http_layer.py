@@ -124,3 +124,26 @@ def test_one_middleware_spans_records_and_limits_each_request(app: FastAPI) -> N
         records = recent.latest()
         assert len(records) == 1
         assert (records[0].status, records[0].trace_id) == ("200", answered.headers["x-trace-id"])
+
+
+def test_chat_requests_after_the_first_skip_routing_and_answer_alike(app: FastAPI) -> None:
+    from routers.direct import Shortcuts
+
+    unknown = {"model": "nope", **ASK}
+    with TestClient(app) as client:
+        first = [
+            client.post("/v1/chat/completions", json=b)
+            for b in ({"model": "default", **ASK}, unknown)
+        ]
+        layer = app.middleware_stack
+        while not isinstance(layer, Shortcuts):
+            layer = layer.app  # type: ignore[union-attr]
+        assert [key[2] for key in layer._known] == ["/v1/chat/completions"]
+        again = [
+            client.post("/v1/chat/completions", json=b)
+            for b in ({"model": "default", **ASK}, unknown)
+        ]
+    assert [r.status_code for r in first] == [r.status_code for r in again] == [200, 404]
+    assert first[1].json() == again[1].json()
+    assert first[0].json()["choices"] == again[0].json()["choices"]
+    assert all(len(r.headers.get_list("x-trace-id")) == 1 for r in first + again)
