@@ -97,9 +97,11 @@ class Edge:
                 if size > server.max_header_bytes:
                     await send_error(edge_send, headers_too_large(server.max_header_bytes))
                     return
-                await limit_body(
-                    self.app, scope, receive, edge_send, server.max_body_bytes, declared
-                )
+                limit = server.max_body_bytes
+                if declared is not None and declared <= limit:  # held to it by the server
+                    await self.app(scope, receive, edge_send)
+                else:
+                    await limit_body(self.app, scope, receive, edge_send, limit, declared)
             finally:
                 inflight.leave(gateway)
         except BaseException as exc:

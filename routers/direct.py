@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, serialize_response
 from pydantic import BaseModel, ValidationError
@@ -160,7 +161,7 @@ class Shortcuts:
     """
 
     def __init__(self, router: ASGIApp) -> None:
-        self.router = router
+        self.router = router  # the router, or the layers between here and it
         self._known: dict[tuple[str, str, str], _Direct] = {}
 
     def learn(self, scope: Scope, direct: _Direct) -> None:
@@ -195,14 +196,21 @@ def _again(body: bytes, receive: Receive) -> Receive:
 
 def install_shortcuts(stack: ASGIApp, router: ASGIApp) -> ASGIApp:
     """`stack` (an app's middleware, outermost first) with `Shortcuts` in place of `router` at its
-    bottom; unchanged where no layer is found to hold `router` as its `app`."""
+    bottom, unchanged where no layer is found to hold `router` as its `app`. Above FastAPI's
+    exit stack for files, where that holds the router: a direct answer reads no form and opens
+    no file, so it needs none (routed requests still get theirs)."""
+    chain: list[Any] = []
     layer: Any = stack
-    while layer is not None:
-        inner = getattr(layer, "app", None)
-        if inner is router:
-            layer.app = Shortcuts(router)
-            break
-        layer = inner
+    while layer is not None and layer is not router:
+        chain.append(layer)
+        layer = getattr(layer, "app", None)
+    if layer is None or not chain:
+        return stack
+    routed = chain.pop()  # the layer that calls the router
+    if isinstance(routed, AsyncExitStackMiddleware) and chain:
+        chain[-1].app = Shortcuts(routed)
+    else:
+        routed.app = Shortcuts(router)
     return stack
 
 

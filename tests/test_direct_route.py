@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import fastapi.routing
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -164,6 +165,24 @@ def test_shortcuts_only_where_the_router_is_found() -> None:
     untouched = Outer(Outer(other))
     install_shortcuts(untouched, router)
     assert untouched.app.app is other
+    # Above FastAPI's exit stack for files, which routed requests still go through.
+    files = AsyncExitStackMiddleware(router)  # type: ignore[arg-type]
+    stack = Outer(files)
+    install_shortcuts(stack, router)
+    assert isinstance(stack.app, Shortcuts) and stack.app.router is files and files.app is router
+
+
+def test_a_gateway_app_takes_shortcuts_above_the_exit_stack() -> None:
+    from app.config import parse_config
+    from app.factory import create_app
+
+    config = "providers: {sim: {type: simulated}}\nmodels: {fast: {provider: sim, model: m}}\n"
+    app = create_app(parse_config(config + "routes: {default: fast}\n", source="<test>"))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        shortcuts = _shortcuts(app)
+        assert isinstance(shortcuts.router, AsyncExitStackMiddleware)
+        assert shortcuts.router.app is app.router
 
 
 def test_an_ordinary_request_skips_fastapi_dependency_solving(
