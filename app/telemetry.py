@@ -71,9 +71,9 @@ class Telemetry:
             self.spans_dropped(fresh)
             self._spans_dropped_seen = total
 
-    def _route_label(self, name: str) -> str:
+    @staticmethod
+    def _route_label(name: str, gateway: Gateway) -> str:
         # A caller-chosen name must not mint new label values: known names only.
-        gateway = self._gateway()
         known = name in gateway.routes or name in gateway.config.models
         return name if known else "(direct)"
 
@@ -82,7 +82,8 @@ class Telemetry:
         if call.dry_run:
             return
         m = self.metrics
-        route = self._route_label(call.request.route)
+        gateway = self._gateway()  # the one now serving, read once
+        route = self._route_label(call.request.route, gateway)
         answer = call.answer
         served = answer.target if answer else call.serving
         if served is None and call.attempts:
@@ -121,10 +122,18 @@ class Telemetry:
             child(m.tokens, route, provider, model, "input").inc(answer.usage.input_tokens)
             child(m.tokens, route, provider, model, "output").inc(answer.usage.output_tokens)
             child(m.cost, route, provider, model).inc(answer.cost_usd)
-        self._keep(call, route, status, seconds, provider, model)
+        capture = gateway.config.tracing.capture_content
+        self._keep(call, route, status, seconds, provider, model, capture)
 
     def _keep(
-        self, call: Call, route: str, status: str, seconds: float, provider: str, model: str
+        self,
+        call: Call,
+        route: str,
+        status: str,
+        seconds: float,
+        provider: str,
+        model: str,
+        capture: bool,
     ) -> None:
         """The call for the console: among the recent requests, and on the timeline."""
         answer = call.answer
@@ -146,7 +155,7 @@ class Telemetry:
             streamed=call.request.stream,
             decisions=[d.as_dict() for d in call.decisions],
             attempts=[a.as_dict() for a in call.attempts],
-            prompt=_prompt(call) if self._gateway().config.tracing.capture_content else None,
+            prompt=_prompt(call) if capture else None,
         )
         self.recent.add(record)
         self.timeline.add(

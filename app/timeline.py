@@ -79,7 +79,9 @@ class Timeline:
             key = (provider, model or "")
             if key not in bucket.models and len(bucket.models) >= self.max_series:
                 key = (provider, OTHER)
-            totals = bucket.models.setdefault(key, ModelTotals())
+            totals = bucket.models.get(key)
+            if totals is None:
+                totals = bucket.models[key] = ModelTotals()
             totals.requests += 1
             totals.tokens += tokens
             totals.cost_usd += cost_usd
