@@ -89,13 +89,12 @@ class _Direct:
         self.field = route.response_field
         self.overrides = route.dependency_overrides_provider
 
-    async def answer(self, request: Request) -> Response | None:
-        """The response, or None where the request is not the ordinary one (FastAPI's own
-        handler answers it then: the body, if read here, stays cached on `request`)."""
+    async def answer(self, request: Request, raw: bytes) -> Response | None:
+        """The response to `request` with the body `raw`, or None where the request is not the
+        ordinary one (FastAPI's own handler answers it then)."""
         overrides = self.overrides
         if overrides is not None and getattr(overrides, "dependency_overrides", None):
             return None
-        raw = await request.body()
         if not raw or not _json_content_type(request.scope["headers"]):
             return None
         try:
@@ -133,7 +132,8 @@ class DirectRoute(APIRoute):
             shortcuts = request.scope.get(_SHORTCUTS)
             if shortcuts is not None:  # the router chose this route: the next time, no need
                 shortcuts.learn(request.scope, direct)
-            response = await direct.answer(request)
+            # Read here, the body stays cached on `request` for FastAPI's handler.
+            response = await direct.answer(request, await request.body())
             if response is None:
                 return await generic(request)
             return response
@@ -157,7 +157,8 @@ class Shortcuts:
     app serves, so where the router once took a request to a `DirectRoute`'s handler, the same
     method and path go straight to that handler's direct answer. Its exceptions go up to the
     app's exception middleware, with the same handlers the route's own layer has. A request that
-    is not the ordinary one goes to the router, its body (read) given again.
+    is not the ordinary one (its body in several messages included) goes to the router, what was
+    read of it given again.
     """
 
     def __init__(self, router: ASGIApp) -> None:
@@ -171,20 +172,25 @@ class Shortcuts:
         if scope["type"] == "http":
             direct = self._known.get((scope["method"], scope.get("root_path", ""), scope["path"]))
             if direct is not None:
-                request = Request(scope, receive, send)
-                response = await direct.answer(request)
-                if response is not None:
-                    await response(scope, receive, send)
-                    return
-                receive = _again(await request.body(), receive)
+                # The body in one message, as the gateway's middleware or the server gives it
+                # (Starlette's `Request.body` would read it through an async generator).
+                message = await receive()
+                if message["type"] == "http.request" and not message.get("more_body", False):
+                    raw = message.get("body", b"")
+                    request = Request(scope, _again(message, receive), send)
+                    response = await direct.answer(request, raw)
+                    if response is not None:
+                        await response(scope, receive, send)
+                        return
+                receive = _again(message, receive)
             else:
                 scope[_SHORTCUTS] = self
         await self.router(scope, receive, send)
 
 
-def _again(body: bytes, receive: Receive) -> Receive:
-    """`receive`, but the body already read comes first, whole."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+def _again(message: Message, receive: Receive) -> Receive:
+    """`receive`, but the message already received comes first (once)."""
+    pending = [message]
 
     async def again() -> Message:
         if pending:
