@@ -10,8 +10,8 @@ It does, in this order from the outside in, what three middlewares did as three 
    arrived and counted in flight, held to that gateway's header and body limits (app/limits.py).
 
 As one layer a request costs one coroutine and one wrapped `send` here instead of three of each
-(every response message went through three wrappers), and the request's headers are read in
-one pass for the limits and the span. What each part sees and does is as before: the span's
+(every response message went through three wrappers), and the response's headers are read in
+one pass for the record and the span. What each part sees and does is as before: the span's
 part of `send` runs after the record's (it was the outer layer), the record is made inside the
 span's context, and the in-flight count is left before either.
 """

@@ -33,7 +33,7 @@ from routers import (
 from routers.direct import DirectApp
 
 # FastAPI's own telemetry off: the gateway traces and counts its requests itself
-# (RequestSpans, RecordRequests); FastAPI's would only add its spans and metrics beside those
+# (app/edge.py); FastAPI's would only add its spans and metrics beside those
 # wherever a process-wide OpenTelemetry provider is set, and costs every request a look at the
 # global providers even where none is. (A FastAPI without native telemetry has no such option.)
 _NO_FASTAPI_TELEMETRY: dict[str, Any] = (

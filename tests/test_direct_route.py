@@ -249,14 +249,17 @@ def test_an_ordinary_request_skips_fastapi_dependency_solving(
     assert len(solved) == 1
 
 
-def test_dependency_overrides_are_honoured() -> None:
-    app = build(DirectRoute)
+@pytest.mark.parametrize("app_class", [FastAPI, DirectApp])
+def test_dependency_overrides_are_honoured(app_class: type[FastAPI]) -> None:
+    app = build(DirectRoute, app_class)
+    client = TestClient(app)
+    assert client.post("/items", json={"name": "a"}).json()["caller"] == "nobody"
 
     async def someone(request: Request) -> str:
         return "overridden"
 
-    app.dependency_overrides[who] = someone
-    answer = TestClient(app).post("/items", json={"name": "a"})
+    app.dependency_overrides[who] = someone  # after the route is known, for DirectApp
+    answer = client.post("/items", json={"name": "a"})
     assert answer.json()["caller"] == "overridden"
 
 
