@@ -17,6 +17,7 @@ from app.gateway import Gateway
 from app.gcstats import serving_gc
 from app.lifecycle import InFlight, signal_handlers
 from app.reload import Loader, Reloader
+from app.stack import NO_TELEMETRY, GatewayApp
 from app.telemetry import Telemetry
 from app.tracing import Tracing
 from routers import (
@@ -30,16 +31,13 @@ from routers import (
     ops,
     schemas,
 )
-from routers.direct import DirectApp
 
 # FastAPI's own telemetry off: the gateway traces and counts its requests itself
 # (app/edge.py); FastAPI's would only add its spans and metrics beside those
 # wherever a process-wide OpenTelemetry provider is set, and costs every request a look at the
 # global providers even where none is. (A FastAPI without native telemetry has no such option.)
 _NO_FASTAPI_TELEMETRY: dict[str, Any] = (
-    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
-    if "telemetry" in inspect.signature(FastAPI).parameters
-    else {}
+    {"telemetry": NO_TELEMETRY} if "telemetry" in inspect.signature(FastAPI).parameters else {}
 )
 
 
@@ -76,9 +74,9 @@ def create_app(config: RouterConfig, reload: Loader | None = None) -> FastAPI:
     # strict_content_type off: a body sent without a Content-Type is read as JSON. One declared
     # as another type (curl -d sends a form type) is refused, as OpenAI's API refuses it, with a
     # message that says so (routers/errors.py).
-    # DirectApp: FastAPI, where the chat endpoints' ordinary requests skip routing once their
-    # route is known (routers/direct.py).
-    app = DirectApp(
+    # GatewayApp: FastAPI, where the chat endpoints' ordinary requests skip routing once their
+    # route is known (routers/direct.py), less the layers these settings leave idle (app/stack.py).
+    app = GatewayApp(
         title="llm-router",
         version=__version__,
         lifespan=lifespan,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import opentelemetry.trace
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -147,3 +147,59 @@ def test_chat_requests_after_the_first_skip_routing_and_answer_alike(app: FastAP
     assert first[1].json() == again[1].json()
     assert first[0].json()["choices"] == again[0].json()["choices"]
     assert all(len(r.headers.get_list("x-trace-id")) == 1 for r in first + again)
+
+
+def _layers(app: FastAPI) -> list[str]:
+    names, layer = [], app.middleware_stack
+    while layer is not None and layer is not app.router:
+        names.append(type(layer).__name__)
+        layer = getattr(layer, "app", None)
+    return names
+
+
+def test_fastapi_layers_with_nothing_to_do_are_left_out(app: FastAPI) -> None:
+    from app.stack import NO_TELEMETRY, GatewayApp
+
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/v1/models").status_code == 200
+    assert "ExceptionTelemetryMiddleware" not in _layers(app)
+    assert "AppBodyLimitMiddleware" not in _layers(app)
+    assert _layers(app)[:2] == ["ServerErrorMiddleware", "Edge"]
+    # Kept where they have something to do: FastAPI's telemetry on, or a FastAPI body limit.
+    for kwargs in ({}, {"telemetry": NO_TELEMETRY, "max_body_size": 10}):
+        other = GatewayApp(**kwargs)
+        with TestClient(other) as client:
+            client.get("/nothing")
+        kept = _layers(other)
+        wanted = "AppBodyLimitMiddleware" if kwargs else "ExceptionTelemetryMiddleware"
+        assert wanted in kept
+
+
+def test_a_body_over_fastapis_own_limit_is_still_refused() -> None:
+    from app.stack import NO_TELEMETRY, GatewayApp
+
+    limited = GatewayApp(telemetry=NO_TELEMETRY, max_body_size=10)
+
+    @limited.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    with TestClient(limited) as client:
+        assert client.post("/echo", content=b"x" * 5).json() == {"size": 5}
+        assert client.post("/echo", content=b"x" * 50).status_code == 413
+
+
+def test_an_unexpected_error_is_a_500_in_specs_shape(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(name: str) -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        monkeypatch.setattr(app.state.gateway, "node_for", broken)
+        for _ in range(2):  # routed, then through the shortcut
+            answer = client.post("/v1/chat/completions", json={"model": "default", **ASK})
+            assert answer.status_code == 500
+            assert answer.json()["error"]["type"] == "internal"
+        assert app.state.inflight.count() == 0
