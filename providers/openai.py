@@ -250,7 +250,8 @@ class OpenAIProvider(Provider):
         rebuilds its request options from keyword arguments on every call. The client's
         `request`, given `ChatCompletion` as the type and options copied from a template made
         once, is the call the OpenInference instrumentor sees from `create`; the raw-response
-        header keeps the SDK from building response models for us.
+        header keeps the SDK from building response models for us. Where nothing wraps
+        `request`, or only OpenInference does, `_PlainCall` and `_TracedCall` stand for it.
         """
         if self.config.instrumentation == "traceloop":
             # Traceloop patches `create` itself, so the call must go through it to be seen;
@@ -365,16 +366,22 @@ class OpenAIProvider(Provider):
         instrumentor sees from `create`, without `create`'s transforming of the parameters. Its
         stream class here leaves each chunk as parsed JSON (`_ChunkStream`), where the SDK's own
         builds a pydantic model of every chunk. Traceloop wraps `create` and reads the models
-        of the chunks it yields, so for it the call goes through `create`.
+        of the chunks it yields, so for it the call goes through `create`. Where nothing wraps
+        `request`, or only OpenInference does, `_PlainCall` and `_TracedCall` stand for it.
         """
         if self.config.instrumentation == "traceloop":
             return await self.client.chat.completions.create(**params)
         params = dict(params)
         timeout = params.pop("timeout")
         options = self._stream_options.model_copy(update={"json_data": params, "timeout": timeout})
-        chunks = await self.client.request(
-            ChatCompletion, options, stream=True, stream_cls=_ChunkStream
-        )
+        if self._plain_call.usable():
+            return await self._plain_call.stream(options)
+        traced = self._traced_call.wrapper()
+        how = {"stream": True, "stream_cls": _ChunkStream}
+        if traced is not None:
+            chunks = await traced(self._traced_call, self.client, (ChatCompletion, options), how)
+        else:
+            chunks = await self.client.request(ChatCompletion, options, **how)
         _validated_output(chunks)
         return chunks
 
@@ -502,15 +509,17 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
 
 
 class _PlainCall:
-    """A raw-response call's `AsyncOpenAI.request`, where nothing watches or changes it.
+    """The adapter's `AsyncOpenAI.request` calls (a raw response, or a stream read by
+    `_ChunkStream`), where nothing watches or changes them.
 
-    With no retries, hooks that are idle and the raw response asked for, what the client's
-    `request` does around building and sending the request is bookkeeping: copying its options
-    twice, a retry loop that runs once, an auth property that imports its implementation,
-    debug logging, and wrapping the response for a caller who reads its bytes. Here the request
-    is built and sent by the client's own methods and its errors raised as `request` raises
-    them: a timeout as `APITimeoutError`, a failed connection as `APIConnectionError` (each
-    from the httpx error), a status outside 2xx as the client's status error for it.
+    With no retries, hooks that are idle and the raw response or a stream asked for, what the
+    client's `request` does around building and sending the request is bookkeeping: copying its
+    options twice, a retry loop that runs once, an auth property that imports its
+    implementation, debug logging, and wrapping the response (for a caller who reads its bytes,
+    or, through a response object and its parse, in the stream class). Here the request is
+    built and sent by the client's own methods and its errors raised as `request` raises them:
+    a timeout as `APITimeoutError`, a failed connection as `APIConnectionError` (each from the
+    httpx error), a status outside 2xx as the client's status error for it.
 
     Only where `request` is the SDK's own, unwrapped (an instrumentor patches it to record the
     call: then it runs, and records it), on a plain `AsyncOpenAI` with idle hooks, once the
@@ -546,12 +555,25 @@ class _PlainCall:
     async def __call__(self, options: FinalRequestOptions) -> bytes:
         return (await self.response(options)).content
 
-    async def response(self, options: FinalRequestOptions) -> httpx2.Response:
-        """The whole response to a call with these options, read; errors as `request` raises."""
+    async def stream(self, options: FinalRequestOptions) -> _ChunkStream:
+        """What `request(ChatCompletion, options, stream=True, stream_cls=_ChunkStream)` answers:
+        the stream class around the response, its body not yet read."""
+        return _ChunkStream(
+            cast_to=ChatCompletionChunk,
+            response=await self.response(options, stream=True),
+            client=self._client,
+            options=options,
+        )
+
+    async def response(
+        self, options: FinalRequestOptions, *, stream: bool = False
+    ) -> httpx2.Response:
+        """The response to a call with these options, read unless `stream`; errors as `request`
+        raises them (the body of a streamed error read first, as `request` reads it)."""
         client = self._client
         request = client._build_request(options, retries_taken=0)
         try:
-            response = await client._send_request(request, stream=False)
+            response = await client._send_request(request, stream=stream)
         except timeout_exceptions() as err:
             raise openai.APITimeoutError(request=request) from err
         except openai.OpenAIError:
@@ -559,21 +581,24 @@ class _PlainCall:
         except request_exceptions() as err:
             raise openai.APIConnectionError(request=request) from err
         if not response.is_success:  # what `raise_for_status` raises for
+            if not response.is_closed:
+                await response.aread()
             raise client._make_status_error_from_response(response) from None
         return response
 
 
 class _TracedCall:
-    """A raw-response call through OpenInference's wrapper of `AsyncOpenAI.request`, with
-    `_PlainCall`'s send standing for the SDK's `request` inside it.
+    """The adapter's calls through OpenInference's wrapper of `AsyncOpenAI.request`, with
+    `_PlainCall` standing for the SDK's `request` inside it.
 
     Traced, the instrumentor's wrapper records the call around the SDK's `request`, whose own
     pipeline (options copied twice, a retry loop run once, debug logging, the response wrapped)
     is as idle as `_PlainCall` finds it. wrapt calls a wrapper as `wrapper(wrapped, instance,
     args, kwargs)`; here the wrapper is called that way with this object as `wrapped`, so it
     sees the same client, arguments and keyword arguments, records the same span, and gets
-    what `request` answers to a raw-response call: a `LegacyAPIResponse` (`_RawCompletion`),
-    which it parses to read the output attributes from.
+    what `request` answers: to a raw-response call a `LegacyAPIResponse` (`_RawCompletion`),
+    which it parses to read the output attributes from; to a streamed one the `_ChunkStream`,
+    which it wraps to read the chunks as they pass.
 
     Only where `AsyncOpenAI.request` is a single wrapt `FunctionWrapper` of the SDK's own
     `request`, with no `enabled` switch, whose wrapper is OpenInference's `_AsyncRequest`
@@ -601,9 +626,19 @@ class _TracedCall:
         return self._wrapper if self._plain.plain_client() else None
 
     async def __call__(
-        self, cast_to: type[ChatCompletion], options: FinalRequestOptions
-    ) -> _RawCompletion:
-        """What the SDK's `request(cast_to, options)` answers for a raw-response call."""
+        self,
+        cast_to: type[ChatCompletion],
+        options: FinalRequestOptions,
+        *,
+        stream: bool = False,
+        stream_cls: type[_ChunkStream] | None = None,
+    ) -> Any:
+        """What the SDK's `request` answers for the two calls the adapter makes: a raw-response
+        call (`_RawCompletion`), and a stream read by `_ChunkStream`."""
+        if stream:
+            if stream_cls is not _ChunkStream:  # pragma: no cover - the adapter passes no other
+                raise TypeError(f"no stream of class {stream_cls!r} here")
+            return await self._plain.stream(options)
         return _RawCompletion(
             raw=await self._plain.response(options),
             cast_to=cast_to,

@@ -59,6 +59,19 @@ async def _slow(request: Request) -> Response:
     return Response(COMPLETION, media_type="application/json")
 
 
+CHUNK = '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[%s]}'
+EVENTS = b"".join(
+    f"data: {data}\n\n".encode()
+    for data in (
+        CHUNK % '{"index":0,"delta":{"role":"assistant","content":"o"},"finish_reason":null}',
+        CHUNK % '{"index":0,"delta":{"content":"k"},"finish_reason":"stop"}',
+        (CHUNK % "")[:-1] + ',"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}',
+        "[DONE]",
+    )
+)
+BODIES["sse"] = (200, EVENTS, "text/event-stream")
+
+
 APP = Starlette(
     routes=[
         *(
@@ -121,7 +134,22 @@ async def _call(p: OpenAIProvider, within_s: float) -> Any:
         return ("unreadable",)
 
 
-async def _both(p: OpenAIProvider, spans: InMemorySpanExporter, within_s: float) -> Any:
+async def _stream(p: OpenAIProvider, within_s: float) -> Any:
+    params = {"model": "m", "messages": [], "stream": True, "timeout": within_s}
+    params["stream_options"] = {"include_usage": True}
+    try:
+        chunks = await p._post_stream(params)
+        async with chunks:
+            return ("ok", type(chunks).__name__, [chunk.data async for chunk in chunks])
+    except openai.APIStatusError as exc:
+        return (type(exc), exc.status_code, exc.body, str(exc), exc.response.content)
+    except openai.APIError as exc:
+        return (type(exc), str(exc))
+
+
+async def _both(
+    p: OpenAIProvider, spans: InMemorySpanExporter, within_s: float, call: Any = _call
+) -> Any:
     """(answer, span) through the SDK's `request`, then through the traced call."""
     taken: list[bool] = []
     real_wrapper = adapter._TracedCall.wrapper
@@ -139,7 +167,7 @@ async def _both(p: OpenAIProvider, spans: InMemorySpanExporter, within_s: float)
         adapter._TracedCall.wrapper = wrapper  # type: ignore[method-assign]
         try:
             spans.clear()
-            answer = await _call(p, within_s)
+            answer = await call(p, within_s)
         finally:
             adapter._TracedCall.wrapper = real_wrapper  # type: ignore[method-assign]
         (span,) = spans.get_finished_spans()
@@ -162,6 +190,52 @@ async def test_the_traced_call_records_and_answers_as_request_does(
             answer, span = traced
             assert answer[0] == "ok" and answer[1]["choices"][0]["message"]["content"] == "ok é"
             assert dict(span["attributes"])["llm.token_count.total"] == 2
+    finally:
+        await p.aclose()
+
+
+@pytest.mark.parametrize("path", ["sse", "s400", "s429", "s500", "slow"])
+async def test_a_traced_stream_records_and_answers_as_request_does(
+    base: str, spans: InMemorySpanExporter, path: str
+) -> None:
+    p = _provider(f"{base}/{path}")
+    try:
+        await _call(p, 5)
+        within_s = 0.2 if path == "slow" else 5
+        through_sdk, traced = await _both(p, spans, within_s, _stream)
+        assert traced == through_sdk
+        if path == "sse":
+            answer, span = traced
+            assert answer[0] == "ok" and len(answer[2]) == 3
+            assert dict(span["attributes"])["llm.token_count.total"] == 3
+    finally:
+        await p.aclose()
+
+
+@pytest.mark.parametrize("path", ["sse", "s400", "s429", "s500", "slow"])
+async def test_the_plain_stream_answers_and_raises_as_request_does(
+    base: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = _provider(f"{base}/{path}")
+    try:
+        await _call(p, 5)
+        within_s = 0.2 if path == "slow" else 5
+        assert p._plain_call.usable()
+        monkeypatch.setattr(adapter._PlainCall, "usable", lambda self: False)
+        through_sdk = await _stream(p, within_s)
+        monkeypatch.undo()
+        taken: list[bool] = []
+        real = adapter._PlainCall.stream
+
+        async def spy(self: Any, options: Any) -> Any:
+            taken.append(True)
+            return await real(self, options)
+
+        monkeypatch.setattr(adapter._PlainCall, "stream", spy)
+        assert await _stream(p, within_s) == through_sdk
+        assert taken == [True]
+        if path == "sse":
+            assert through_sdk[:2] == ("ok", "_ChunkStream") and len(through_sdk[2]) == 3
     finally:
         await p.aclose()
 
