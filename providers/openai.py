@@ -660,7 +660,12 @@ def _openinference_wrapper(found: Any) -> Callable[..., Any] | None:
     wrapt = sys.modules.get("wrapt")
     oi_request = sys.modules.get("openinference.instrumentation.openai._request")
     oi_wrapper_class = getattr(oi_request, "_AsyncRequest", None)
-    if wrapt is None or oi_wrapper_class is None or type(found) is not wrapt.FunctionWrapper:
+    if (
+        not _RAW_RESPONSE_AS_KNOWN
+        or wrapt is None
+        or oi_wrapper_class is None
+        or type(found) is not wrapt.FunctionWrapper
+    ):
         return None
     try:
         wrapper = found._self_wrapper
@@ -695,6 +700,32 @@ class _RawCompletion(LegacyAPIResponse[ChatCompletion]):
             except pydantic.ValidationError:
                 pass
         return super()._parse(to=to)
+
+
+def _raw_response_as_known() -> bool:
+    """Whether `LegacyAPIResponse` is built, parsed and read as `_RawCompletion` and
+    `_TracedCall` use it: the keyword arguments the SDK's client passes it (any other with a
+    default), a `_parse(to=...)` to stand in for (were `parse` to stop calling it, parsing would
+    only be slower), and the attributes read. Another release laid out otherwise leaves the
+    traced call to the SDK's `request`."""
+    try:
+        built = inspect.signature(LegacyAPIResponse.__init__).parameters
+        parsed = inspect.signature(LegacyAPIResponse._parse).parameters
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover
+        return False
+    known = {"self", "raw", "cast_to", "client", "stream", "stream_cls", "options"}
+    annotations = getattr(LegacyAPIResponse, "__annotations__", {})
+    return (
+        built.keys() >= known
+        and all(
+            p.default is not inspect.Parameter.empty for n, p in built.items() if n not in known
+        )
+        and "to" in parsed
+        and {"_cast_to", "_stream", "http_response"} <= annotations.keys()
+    )
+
+
+_RAW_RESPONSE_AS_KNOWN = _raw_response_as_known()
 
 
 _SDK_LOG = logging.getLogger("openai._base_client")

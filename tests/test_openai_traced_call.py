@@ -326,3 +326,35 @@ async def test_without_the_instrumentor_the_plain_call_is_taken(base: str) -> No
         assert p._plain_call.usable()
     finally:
         await p.aclose()
+
+
+def test_the_raw_response_is_checked_to_be_as_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert adapter._raw_response_as_known()  # the installed SDK: as the traced call uses it
+
+    class Renamed:  # a release whose raw response is built otherwise
+        _cast_to: Any
+        _stream: bool
+        http_response: Any
+
+        def __init__(self, *, raw: Any, cast_to: Any, client: Any, options: Any, mode: str) -> None:
+            pass
+
+        def _parse(self, *, to: Any = None) -> Any:
+            return None
+
+    monkeypatch.setattr(adapter, "LegacyAPIResponse", Renamed)
+    assert not adapter._raw_response_as_known()
+
+
+async def test_a_raw_response_laid_out_otherwise_leaves_the_call_to_request(
+    base: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(adapter, "_RAW_RESPONSE_AS_KNOWN", False)
+    p = _provider(f"{base}/ok")
+    try:
+        await _call(p, 5)
+        assert p._traced_call.wrapper() is None
+        assert (await _call(p, 5))[0] == "ok"
+        assert len(spans.get_finished_spans()) == 2  # recorded by the wrapper around `request`
+    finally:
+        await p.aclose()
