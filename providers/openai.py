@@ -7,8 +7,10 @@ failover policy's job, and doing it twice would hammer a failing upstream.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -24,6 +26,7 @@ import pydantic
 from openai._base_client import AsyncAPIClient, BaseClient
 from openai._constants import RAW_RESPONSE_HEADER
 from openai._httpx2 import request_exceptions, stream_consumed_exceptions, timeout_exceptions
+from openai._legacy_response import LegacyAPIResponse
 from openai._models import FinalRequestOptions
 from openai._streaming import AsyncStream, ServerSentEvent, SSEDecoder
 from openai._types import NotGiven
@@ -145,6 +148,7 @@ class OpenAIProvider(Provider):
             method="post", url="/chat/completions", headers={}, max_retries=0, params={}, **unsent
         )
         self._plain_call = _PlainCall(self.client)
+        self._traced_call = _TracedCall(self._plain_call)
 
     def _build_client(self, config: Any) -> openai.AsyncOpenAI:
         api_key = config.api_key.get_secret_value() if config.api_key else None
@@ -246,7 +250,8 @@ class OpenAIProvider(Provider):
         rebuilds its request options from keyword arguments on every call. The client's
         `request`, given `ChatCompletion` as the type and options copied from a template made
         once, is the call the OpenInference instrumentor sees from `create`; the raw-response
-        header keeps the SDK from building response models for us.
+        header keeps the SDK from building response models for us. Where nothing wraps
+        `request`, or only OpenInference does, `_PlainCall` and `_TracedCall` stand for it.
         """
         if self.config.instrumentation == "traceloop":
             # Traceloop patches `create` itself, so the call must go through it to be seen;
@@ -257,7 +262,11 @@ class OpenAIProvider(Provider):
         options = self._chat_options.model_copy(update={"json_data": params, "timeout": timeout})
         if self._plain_call.usable():
             return orjson.loads(await self._plain_call(options))
-        raw = await self.client.request(ChatCompletion, options)
+        traced = self._traced_call.wrapper()
+        if traced is not None:
+            raw = await traced(self._traced_call, self.client, (ChatCompletion, options), {})
+        else:
+            raw = await self.client.request(ChatCompletion, options)
         return orjson.loads(raw.http_response.content)
 
     async def stream(self, model: ModelConfig, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -357,16 +366,22 @@ class OpenAIProvider(Provider):
         instrumentor sees from `create`, without `create`'s transforming of the parameters. Its
         stream class here leaves each chunk as parsed JSON (`_ChunkStream`), where the SDK's own
         builds a pydantic model of every chunk. Traceloop wraps `create` and reads the models
-        of the chunks it yields, so for it the call goes through `create`.
+        of the chunks it yields, so for it the call goes through `create`. Where nothing wraps
+        `request`, or only OpenInference does, `_PlainCall` and `_TracedCall` stand for it.
         """
         if self.config.instrumentation == "traceloop":
             return await self.client.chat.completions.create(**params)
         params = dict(params)
         timeout = params.pop("timeout")
         options = self._stream_options.model_copy(update={"json_data": params, "timeout": timeout})
-        chunks = await self.client.request(
-            ChatCompletion, options, stream=True, stream_cls=_ChunkStream
-        )
+        if self._plain_call.usable():
+            return await self._plain_call.stream(options)
+        traced = self._traced_call.wrapper()
+        how = {"stream": True, "stream_cls": _ChunkStream}
+        if traced is not None:
+            chunks = await traced(self._traced_call, self.client, (ChatCompletion, options), how)
+        else:
+            chunks = await self.client.request(ChatCompletion, options, **how)
         _validated_output(chunks)
         return chunks
 
@@ -494,15 +509,17 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
 
 
 class _PlainCall:
-    """A raw-response call's `AsyncOpenAI.request`, where nothing watches or changes it.
+    """The adapter's `AsyncOpenAI.request` calls (a raw response, or a stream read by
+    `_ChunkStream`), where nothing watches or changes them.
 
-    With no retries, hooks that are idle and the raw response asked for, what the client's
-    `request` does around building and sending the request is bookkeeping: copying its options
-    twice, a retry loop that runs once, an auth property that imports its implementation,
-    debug logging, and wrapping the response for a caller who reads its bytes. Here the request
-    is built and sent by the client's own methods and its errors raised as `request` raises
-    them: a timeout as `APITimeoutError`, a failed connection as `APIConnectionError` (each
-    from the httpx error), a status outside 2xx as the client's status error for it.
+    With no retries, hooks that are idle and the raw response or a stream asked for, what the
+    client's `request` does around building and sending the request is bookkeeping: copying its
+    options twice, a retry loop that runs once, an auth property that imports its
+    implementation, debug logging, and wrapping the response (for a caller who reads its bytes,
+    or, through a response object and its parse, in the stream class). Here the request is
+    built and sent by the client's own methods and its errors raised as `request` raises them:
+    a timeout as `APITimeoutError`, a failed connection as `APIConnectionError` (each from the
+    httpx error), a status outside 2xx as the client's status error for it.
 
     Only where `request` is the SDK's own, unwrapped (an instrumentor patches it to record the
     call: then it runs, and records it), on a plain `AsyncOpenAI` with idle hooks, once the
@@ -516,10 +533,15 @@ class _PlainCall:
         self._client = client
 
     def usable(self) -> bool:
+        """Whether this call may stand for `request`: the SDK's own, on a plain client."""
+        # not patched, here or on the base
+        return openai.AsyncOpenAI.request is _SDK_REQUEST and self.plain_client()
+
+    def plain_client(self) -> bool:
+        """Whether the client is one whose `request`, unwrapped, does only what this call does."""
         client = self._client
         return (
             type(client) is openai.AsyncOpenAI
-            and openai.AsyncOpenAI.request is _SDK_REQUEST  # not patched, here or on the base
             and "request" not in vars(client)
             and client._platform is not None
             and not getattr(client, "_idempotency_header", True)  # else `request` makes a key
@@ -531,10 +553,27 @@ class _PlainCall:
         )
 
     async def __call__(self, options: FinalRequestOptions) -> bytes:
+        return (await self.response(options)).content
+
+    async def stream(self, options: FinalRequestOptions) -> _ChunkStream:
+        """What `request(ChatCompletion, options, stream=True, stream_cls=_ChunkStream)` answers:
+        the stream class around the response, its body not yet read."""
+        return _ChunkStream(
+            cast_to=ChatCompletionChunk,
+            response=await self.response(options, stream=True),
+            client=self._client,
+            options=options,
+        )
+
+    async def response(
+        self, options: FinalRequestOptions, *, stream: bool = False
+    ) -> httpx2.Response:
+        """The response to a call with these options, read unless `stream`; errors as `request`
+        raises them (the body of a streamed error read first, as `request` reads it)."""
         client = self._client
         request = client._build_request(options, retries_taken=0)
         try:
-            response = await client._send_request(request, stream=False)
+            response = await client._send_request(request, stream=stream)
         except timeout_exceptions() as err:
             raise openai.APITimeoutError(request=request) from err
         except openai.OpenAIError:
@@ -542,8 +581,151 @@ class _PlainCall:
         except request_exceptions() as err:
             raise openai.APIConnectionError(request=request) from err
         if not response.is_success:  # what `raise_for_status` raises for
+            if not response.is_closed:
+                await response.aread()
             raise client._make_status_error_from_response(response) from None
-        return response.content
+        return response
+
+
+class _TracedCall:
+    """The adapter's calls through OpenInference's wrapper of `AsyncOpenAI.request`, with
+    `_PlainCall` standing for the SDK's `request` inside it.
+
+    Traced, the instrumentor's wrapper records the call around the SDK's `request`, whose own
+    pipeline (options copied twice, a retry loop run once, debug logging, the response wrapped)
+    is as idle as `_PlainCall` finds it. wrapt calls a wrapper as `wrapper(wrapped, instance,
+    args, kwargs)`; here the wrapper is called that way with this object as `wrapped`, so it
+    sees the same client, arguments and keyword arguments, records the same span, and gets
+    what `request` answers: to a raw-response call a `LegacyAPIResponse` (`_RawCompletion`),
+    which it parses to read the output attributes from; to a streamed one the `_ChunkStream`,
+    which it wraps to read the chunks as they pass.
+
+    Only where `AsyncOpenAI.request` is a single wrapt `FunctionWrapper` of the SDK's own
+    `request`, with no `enabled` switch, whose wrapper is OpenInference's `_AsyncRequest`
+    (`_openinference_wrapper`), and where `_PlainCall` finds the client plain. Anything else
+    (another instrumentor, two wrappers, the SDK patched) goes through `request`.
+    """
+
+    __slots__ = ("_plain", "_seen", "_wrapper")
+
+    def __init__(self, plain: _PlainCall) -> None:
+        self._plain = plain
+        self._seen: Any = _UNSEEN  # `AsyncOpenAI.request` as last looked at
+        self._wrapper: Callable[..., Any] | None = None  # OpenInference's wrapper in it, if so
+
+    def wrapper(self) -> Callable[..., Any] | None:
+        """The instrumentor's wrapper to call with this object as `wrapped`, or None when the
+        call must go through the client's `request`. Its shape is worked out once per
+        `request` found on the class (so again after the instrumentor is removed)."""
+        found = vars(openai.AsyncOpenAI).get("request")
+        if found is not self._seen:
+            self._wrapper = _openinference_wrapper(found)
+            self._seen = found
+        if self._wrapper is None or AsyncAPIClient.request is not _SDK_REQUEST:
+            return None
+        return self._wrapper if self._plain.plain_client() else None
+
+    async def __call__(
+        self,
+        cast_to: type[ChatCompletion],
+        options: FinalRequestOptions,
+        *,
+        stream: bool = False,
+        stream_cls: type[_ChunkStream] | None = None,
+    ) -> Any:
+        """What the SDK's `request` answers for the two calls the adapter makes: a raw-response
+        call (`_RawCompletion`), and a stream read by `_ChunkStream`."""
+        if stream:
+            if stream_cls is not _ChunkStream:  # pragma: no cover - the adapter passes no other
+                raise TypeError(f"no stream of class {stream_cls!r} here")
+            return await self._plain.stream(options)
+        return _RawCompletion(
+            raw=await self._plain.response(options),
+            cast_to=cast_to,
+            client=self._plain._client,
+            stream=False,
+            stream_cls=None,
+            options=options,
+        )
+
+
+def _openinference_wrapper(found: Any) -> Callable[..., Any] | None:
+    """OpenInference's `_AsyncRequest` when `found` (what `AsyncOpenAI` holds as `request`) is a
+    wrapt `FunctionWrapper` of the SDK's own `request` around it and nothing else, else None.
+
+    wrapt binds such a wrapper to the client it is read from and calls it as `wrapper(bound
+    request, client, args, kwargs)`: with no `enabled` switch, for a plain function
+    (`binding` "function"), read from an instance. Neither module is imported here: a wrapper
+    of theirs means they are loaded."""
+    wrapt = sys.modules.get("wrapt")
+    oi_request = sys.modules.get("openinference.instrumentation.openai._request")
+    oi_wrapper_class = getattr(oi_request, "_AsyncRequest", None)
+    if (
+        not _RAW_RESPONSE_AS_KNOWN
+        or wrapt is None
+        or oi_wrapper_class is None
+        or type(found) is not wrapt.FunctionWrapper
+    ):
+        return None
+    try:
+        wrapper = found._self_wrapper
+        if (
+            found.__wrapped__ is not _SDK_REQUEST
+            or type(wrapper) is not oi_wrapper_class
+            or found._self_enabled is not None
+            or found._self_binding != "function"
+            or found._self_instance is not None
+            or not inspect.iscoroutinefunction(type(wrapper).__call__)
+        ):
+            return None
+    except AttributeError:  # another release of wrapt, laid out otherwise
+        return None
+    return wrapper
+
+
+class _RawCompletion(LegacyAPIResponse[ChatCompletion]):
+    """The SDK's raw response to a chat completion, parsed by validating its bytes.
+
+    The SDK parses a raw response's body with the standard library's `json` into a dict and
+    hands it to the client's `_process_response_data` (for this adapter: `_validating`, which
+    validates the dict). Validating the JSON bytes with pydantic-core gives the same model in
+    about half the time; a body it refuses (a lone surrogate, say) takes the SDK's way, as
+    does any other type asked for.
+    """
+
+    def _parse(self, *, to: Any = None) -> Any:
+        if to is None and self._cast_to is ChatCompletion and not self._stream:
+            try:
+                return ChatCompletion.model_validate_json(self.http_response.content)
+            except pydantic.ValidationError:
+                pass
+        return super()._parse(to=to)
+
+
+def _raw_response_as_known() -> bool:
+    """Whether `LegacyAPIResponse` is built, parsed and read as `_RawCompletion` and
+    `_TracedCall` use it: the keyword arguments the SDK's client passes it (any other with a
+    default), a `_parse(to=...)` to stand in for (were `parse` to stop calling it, parsing would
+    only be slower), and the attributes read. Another release laid out otherwise leaves the
+    traced call to the SDK's `request`."""
+    try:
+        built = inspect.signature(LegacyAPIResponse.__init__).parameters
+        parsed = inspect.signature(LegacyAPIResponse._parse).parameters
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover
+        return False
+    known = {"self", "raw", "cast_to", "client", "stream", "stream_cls", "options"}
+    annotations = getattr(LegacyAPIResponse, "__annotations__", {})
+    return (
+        built.keys() >= known
+        and all(
+            p.default is not inspect.Parameter.empty for n, p in built.items() if n not in known
+        )
+        and "to" in parsed
+        and {"_cast_to", "_stream", "http_response"} <= annotations.keys()
+    )
+
+
+_RAW_RESPONSE_AS_KNOWN = _raw_response_as_known()
 
 
 _SDK_LOG = logging.getLogger("openai._base_client")
