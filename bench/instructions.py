@@ -2,6 +2,7 @@
 
     python bench/instructions.py                      # one-target route, 200 requests
     python bench/instructions.py --scenario traced --requests 300
+    python bench/instructions.py --scenario sdk-raw   # the issue's reference program, counted alike
 
 Wall-clock figures on a shared 2-core machine move by ±20 % from run to run; an instruction count
 does not depend on what else the machine is doing, so it is the figure to compare a change by.
@@ -9,18 +10,27 @@ The gateway runs under `valgrind --tool=callgrind` with counting off; after a wa
 switched on (`callgrind_control -i on`) for exactly --requests requests sent 16 at a time, then
 off, and the total is divided by the requests. The export thread and everything else in the
 process is counted too. Under valgrind the gateway is ~50x slower: a run takes a few minutes.
+
+`sdk-raw` and `sdk-raw-traced` count bench/run.py's reference program instead of the gateway: the
+openai SDK alone (aiohttp transport, with_raw_response) in a bare Starlette app, untraced and
+under OpenInference. The issue measured `sdk-raw` on its own machine (1,620 req/s at 16
+connections), so the gateway's count against it says what the gateway would do there, whatever
+this machine's speed: about 1,620 x sdk-raw's count / the gateway's count, for work that is
+CPU-bound in both.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from profile import SCENARIOS
 
-from run import gateway, nginx
+from run import SDK_RAW, free_port, gateway, nginx, process
+
+# bench/run.py's reference program, in the mode it is started with.
+REFERENCES = {"sdk-raw": "plain", "sdk-raw-traced": "traced"}
 
 
 async def send(url: str, body: dict, count: int, concurrency: int) -> None:
@@ -50,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="plain")
+    parser.add_argument("--scenario", choices=sorted([*SCENARIOS, *REFERENCES]), default="plain")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
@@ -59,7 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
-    body, traced = SCENARIOS[args.scenario]
+    reference = REFERENCES.get(args.scenario)
+    body, traced = SCENARIOS["plain"] if reference else SCENARIOS[args.scenario]
+    traced = traced or reference == "traced"
     with tempfile.TemporaryDirectory() as tmp, nginx(Path(tmp)) as upstream:
         sink = f"{upstream}/v1/traces" if traced else None
         valgrind = [
@@ -69,7 +84,11 @@ def main() -> None:
             "--separate-threads=yes",  # one file per thread: the export thread's share apart
             f"--callgrind-out-file={Path(tmp) / 'callgrind.out'}",
         ]
-        serving = gateway(Path(tmp), upstream, tracing=sink, prefix=valgrind, ready_timeout=600)
+        serving = (
+            reference_program(Path(tmp), upstream, reference, valgrind)
+            if reference
+            else gateway(Path(tmp), upstream, tracing=sink, prefix=valgrind, ready_timeout=600)
+        )
         with serving as (url, pid):
             target = url + "/v1/chat/completions"
             asyncio.run(send(target, body, 50, args.concurrency))  # warm-up
@@ -100,6 +119,22 @@ def main() -> None:
         for count, name in sorted(threads, reverse=True):
             if count >= totals / 1000:
                 print(f"  {name}: {count / args.requests / 1e6:.2f} M per request")
+
+
+@contextlib.contextmanager
+def reference_program(
+    workdir: Path, upstream: str, mode: str, prefix: list[str]
+) -> Iterator[tuple[str, int]]:
+    """bench/run.py's `sdk-raw` program under `prefix`: (its URL, its pid)."""
+    script = workdir / "sdk_raw.py"
+    script.write_text(SDK_RAW)
+    port = free_port()
+    with process(
+        [*prefix, sys.executable, str(script), upstream, str(port), mode],
+        ready=f"http://127.0.0.1:{port}/healthz",
+        ready_timeout=600,
+    ) as proc:
+        yield f"http://127.0.0.1:{port}", proc.pid
 
 
 if __name__ == "__main__":
