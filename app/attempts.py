@@ -37,7 +37,6 @@ from app.spans import (
     attach,
     current,
     detach,
-    set_all,
 )
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ class AttemptSpan:
                 "llm.token_count.completion": usage.output_tokens,
                 "llm.token_count.total": usage.total_tokens,
             }
-        set_all(self.span, attributes)
+        self.span.set_attributes(attributes)
 
     def _failed(self, exc: BaseException, since: float, timeout_s: float) -> None:
         if isinstance(exc, ProviderError):
@@ -101,7 +100,7 @@ class AttemptSpan:
             description = kind
         else:
             kind, description = "internal", type(exc).__name__
-        set_all(self.span, {SUCCESS: False, PROVIDER_ERROR: kind})
+        self.span.set_attributes({SUCCESS: False, PROVIDER_ERROR: kind})
         self.span.set_status(Status(StatusCode.ERROR, description))
 
     async def run(self, call: Awaitable[Completion], timeout_s: float) -> Completion:

@@ -38,7 +38,6 @@ from app.spans import (
     detach,
     ended,
     scalar,
-    set_all,
     spanned,
 )
 
@@ -113,7 +112,7 @@ class TracedRoute(_NamedRoute):
             }
         else:
             attributes[DECISION] = "none"
-        set_all(span, attributes)
+        span.set_attributes(attributes)
         ended(span, exc)
         span.end()
 
@@ -210,7 +209,7 @@ class TracedPolicy(Node):
             None,
         )
         if decision is not None:
-            set_all(span, self._decision_attributes(decision))
+            span.set_attributes(self._decision_attributes(decision))
         ended(span, exc)
         span.end()
 

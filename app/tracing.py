@@ -36,6 +36,7 @@ from app.instrumentors import (
     families_by_sdk,
     install,
 )
+from app.lean_spans import LeanTracerProvider
 from app.redact import RedactingExporter, Redactor, secrets_of
 from app.spans import RouteTracer
 from providers.base import ProviderConfig
@@ -148,7 +149,7 @@ class Tracing:
             if exporter is None
             else StampSampler(config.project, config.source, default_sampler())
         )
-        provider = TracerProvider(resource=resource, sampler=sampler)
+        provider = LeanTracerProvider(resource=resource, sampler=sampler)
         batch: BoundedBatchProcessor | None = None
         installed = Installed()
         content_var: tuple[bool, str | None] = (False, None)

@@ -358,3 +358,42 @@ async def test_a_raw_response_laid_out_otherwise_leaves_the_call_to_request(
         assert len(spans.get_finished_spans()) == 2  # recorded by the wrapper around `request`
     finally:
         await p.aclose()
+
+
+@pytest.mark.parametrize("path", ["ok", "s400"])
+async def test_openinferences_span_is_the_same_from_the_gateways_lean_tracer(
+    base: str, path: str
+) -> None:
+    """The gateway's tracer provider makes OpenInference's span too (app/lean_spans.py): every
+    attribute, in order, as the SDK's own provider records it."""
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from app.lean_spans import LeanSpan, LeanTracerProvider
+
+    class Started(SpanProcessor):
+        def __init__(self) -> None:
+            self.classes: list[type] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.classes.append(type(span))
+
+    shapes = []
+    for kind in (LeanTracerProvider, TracerProvider):
+        exporter, started = InMemorySpanExporter(), Started()
+        provider = kind()
+        provider.add_span_processor(started)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        instrumentor = OpenAIInstrumentor()
+        instrumentor.instrument(tracer_provider=provider)
+        p = _provider(f"{base}/{path}")
+        try:
+            answer = await _call(p, 5)
+        finally:
+            instrumentor.uninstrument()
+            await p.aclose()
+        (span,) = exporter.get_finished_spans()
+        assert (started.classes == [LeanSpan]) == (kind is LeanTracerProvider)
+        shapes.append((answer, _span_shape(span)))
+    assert shapes[0] == shapes[1]
+    assert len(shapes[0][1]["attributes"]) > 5
