@@ -486,8 +486,8 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
     that act only for workload-identity auth (a token per request, one retry on 401) or a
     provider runtime (a response normaliser); with neither, what is left is the base client's
     `self._client.send(...)`. Four coroutines a call fewer. Either of them set, or an
-    attribute renamed, and the call takes the SDK's own path. A whole response on the SDK's
-    aiohttp transport skips the HTTP client's layers too (`providers/aiohttp_send.py`).
+    attribute renamed, and the call takes the SDK's own path. On the SDK's aiohttp transport a
+    call, whole or streamed, skips the HTTP client's layers too (`providers/aiohttp_send.py`).
     """
     sdk_send = client._send_request
     pool = getattr(client, "_client", None)
@@ -498,10 +498,12 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
             getattr(client, "_workload_identity_auth", True) is None
             and getattr(client, "_provider_runtime", True) is None
         ):
-            if not stream and direct is not None and client._client is pool:
+            if direct is not None and client._client is pool:
                 transport = direct.transport_for(request, kwargs)
                 if transport is not None:
-                    return await direct.send(request, transport, kwargs.get("follow_redirects"))
+                    return await direct.send(
+                        request, transport, kwargs.get("follow_redirects"), stream=stream
+                    )
             return await client._client.send(request, stream=stream, **kwargs)
         return await sdk_send(request, stream=stream, **kwargs)
 
