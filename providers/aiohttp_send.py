@@ -214,7 +214,7 @@ class AiohttpSend:
         response = httpx2.Response(
             status_code=status,
             headers=answer.raw_headers,
-            stream=AiohttpBody(answer, start),
+            stream=AiohttpBody(answer, start, "Content-Encoding" not in answer.headers),
             request=request,
             extensions=extensions,
         )
@@ -276,13 +276,14 @@ class AiohttpBody(httpx2.AsyncByteStream):
     aiohttp's errors mapped to httpx's, the aiohttp response released on close, and the time
     from sending to closing kept as `elapsed` (which `Response.elapsed` reads)."""
 
-    __slots__ = ("_answer", "_start", "elapsed")
+    __slots__ = ("_answer", "_identity", "_start", "elapsed")
 
     CHUNK_SIZE = 1024 * 16  # the adapter's
 
-    def __init__(self, answer: Any, start: float) -> None:
+    def __init__(self, answer: Any, start: float, identity: bool = False) -> None:
         self._answer = answer
         self._start = start
+        self._identity = identity  # sent without a Content-Encoding
         self.elapsed: timedelta | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -294,3 +295,50 @@ class AiohttpBody(httpx2.AsyncByteStream):
         self.elapsed = timedelta(seconds=time.perf_counter() - self._start)
         with map_aiohttp_exceptions():
             await self._answer.__aexit__(None, None, None)
+
+
+def body_of(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """`response.aiter_bytes()`; for a body sent as it is (no Content-Encoding) by
+    `AiohttpSend`, not yet read, what it amounts to in one generator where httpx has three
+    (decoding that does nothing, re-chunking that does nothing, the raw read): the same
+    chunks, the same bookkeeping (the stream consumed, the bytes counted, the response closed
+    at the end or on close) and the same errors, with the request they were raised for."""
+    body = response.stream
+    if (
+        type(body) is not AiohttpBody
+        or not body._identity
+        or not _RESPONSE_AS_KNOWN
+        or response.is_stream_consumed
+        or response.is_closed
+    ):
+        return response.aiter_bytes()
+    return _read_through(response, body._answer.content)
+
+
+async def _read_through(response: httpx2.Response, content: Any) -> AsyncIterator[bytes]:
+    response.is_stream_consumed = True
+    response._num_bytes_downloaded = 0
+    try:
+        with request_context(request=response._request), map_aiohttp_exceptions():
+            async for chunk in content.iter_chunked(AiohttpBody.CHUNK_SIZE):
+                response._num_bytes_downloaded += len(chunk)
+                yield chunk
+    finally:
+        await response.aclose()
+
+
+def _response_as_known() -> bool:
+    """Whether `httpx2.Response` keeps what `body_of` sets as `aiter_raw` does: its stream
+    consumed, its bytes downloaded, its request. Otherwise a body is read by `aiter_bytes`."""
+    try:
+        request = httpx2.Request("GET", "http://localhost/")
+        response = httpx2.Response(200, stream=httpx2.ByteStream(b""), request=request)
+        if response.is_stream_consumed or response._request is not request:
+            return False
+        response._num_bytes_downloaded = 3
+        return response.num_bytes_downloaded == 3
+    except Exception:  # pragma: no cover - another release, laid out otherwise
+        return False
+
+
+_RESPONSE_AS_KNOWN = _response_as_known()

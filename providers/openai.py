@@ -50,7 +50,7 @@ from app.chat import (
 from app.errors import ErrorKind, ProviderError, parse_retry_after
 from app.instrumentors import settle_stream
 from app.steps import WAITING, Resumed, first_step
-from providers.aiohttp_send import AiohttpSend
+from providers.aiohttp_send import AiohttpSend, body_of
 from providers.base import (
     ModelConfig,
     Provider,
@@ -1127,7 +1127,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
     async def __stream__(self) -> AsyncIterator[Any]:  # type: ignore[override]
         response = self.response
         events = _SSEEvents()
-        raw = response.aiter_bytes()
+        raw = body_of(response)
         try:
             while True:
                 try:

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from providers.aiohttp_send import AiohttpBody, AiohttpSend
+from providers import aiohttp_send
+from providers.aiohttp_send import AiohttpBody, AiohttpSend, body_of
 from providers.openai import OpenAIConfig, OpenAIProvider
 from tests.fakes.server import serve_app
 from tests.test_aiohttp_send import APP as WHOLE_APP
@@ -326,3 +327,102 @@ async def test_the_adapter_streams_this_way_and_falls_back(base: str) -> None:
         _GO_ON.clear()
         AiohttpSend.send = real  # type: ignore[method-assign]
         await p.aclose()
+
+
+# ---- `body_of`: what `aiter_bytes` gives, read in one generator ---------------------------------
+
+
+async def _read(chunks: Any, response: httpx2.Response) -> dict[str, Any]:
+    got = [chunk async for chunk in chunks]
+    return {
+        "chunks": b"".join(got),
+        "downloaded": response.num_bytes_downloaded,
+        "consumed": response.is_stream_consumed,
+        "closed": response.is_closed,
+        "elapsed": response.elapsed.total_seconds() >= 0,
+    }
+
+
+@pytest.mark.parametrize("path", ["json", "gzip", "chunked", "two", "error"])
+async def test_the_body_is_what_aiter_bytes_gives(base: str, path: str) -> None:
+    _GO_ON.append(True)
+    client = _client()
+    try:
+        expected_response = await _direct(client, _request(client, f"{base}/{path}"))
+        expected = await _read(expected_response.aiter_bytes(), expected_response)
+        response = await _direct(client, _request(client, f"{base}/{path}"))
+        chunks = body_of(response)
+        assert chunks.__qualname__ == (
+            "Response.aiter_bytes" if path == "gzip" else "_read_through"
+        )
+        assert await _read(chunks, response) == expected
+        assert response.stream._answer.connection is None
+    finally:
+        _GO_ON.clear()
+        await client.aclose()
+
+
+async def test_a_body_read_or_not_from_aiohttp_is_left_to_aiter_bytes(
+    base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _GO_ON.append(True)
+    own, client = _client(), _client()
+    try:
+        response = await own.send(_request(own, f"{base}/two"), stream=True)
+        assert body_of(response).__qualname__ == "Response.aiter_bytes"  # httpx's own stream
+        assert (await _read(body_of(response), response))["chunks"] == FIRST + SECOND
+        with pytest.raises(httpx2.StreamConsumed):  # read already: as aiter_bytes says
+            await anext(body_of(response))
+        monkeypatch.setattr(aiohttp_send, "_RESPONSE_AS_KNOWN", False)
+        response = await _direct(client, _request(client, f"{base}/two"))
+        chunks = body_of(response)
+        assert chunks.__qualname__ == "Response.aiter_bytes"
+        assert (await _read(chunks, response))["chunks"] == FIRST + SECOND
+    finally:
+        _GO_ON.clear()
+        await own.aclose()
+        await client.aclose()
+
+
+async def test_the_body_raises_what_aiter_bytes_raises(base: str) -> None:
+    client = _client()
+    try:
+        outcomes = []
+        for read in ("aiter_bytes", "body_of"):
+            request = _request(client, f"{base}/stalls", timeout=0.3)
+            response = await _direct(client, request)
+            chunks = response.aiter_bytes() if read == "aiter_bytes" else body_of(response)
+            assert await anext(chunks) == FIRST
+            with pytest.raises(httpx2.HTTPError) as caught:
+                await anext(chunks)
+            assert caught.value.request is request and response.is_closed
+            outcomes.append((type(caught.value), type(caught.value.__cause__)))
+        async with _cut_short() as url:
+            for read in ("aiter_bytes", "body_of"):
+                request = _request(client, url)
+                response = await _direct(client, request)
+                chunks = response.aiter_bytes() if read == "aiter_bytes" else body_of(response)
+                with pytest.raises(httpx2.HTTPError) as caught:
+                    async for _ in chunks:
+                        pass
+                assert caught.value.request is request and response.is_closed
+                outcomes.append((type(caught.value), type(caught.value.__cause__)))
+        assert outcomes[0] == outcomes[1] and outcomes[0][0] is httpx2.ReadTimeout
+        assert outcomes[2] == outcomes[3]
+    finally:
+        await client.aclose()
+
+
+async def test_the_body_closed_early_releases_the_response(base: str) -> None:
+    client = _client()
+    try:
+        response = await _direct(client, _request(client, f"{base}/two"))
+        answer = response.stream._answer
+        chunks = body_of(response)
+        assert await anext(chunks) == FIRST
+        await chunks.aclose()
+        assert response.is_closed and answer.connection is None and answer.closed
+        assert response.num_bytes_downloaded == len(FIRST)
+    finally:
+        _GO_ON.clear()
+        await client.aclose()
