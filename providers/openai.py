@@ -7,6 +7,7 @@ failover policy's job, and doing it twice would hammer a failing upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -49,7 +50,7 @@ from app.chat import (
 from app.errors import ErrorKind, ProviderError, parse_retry_after
 from app.instrumentors import settle_stream
 from app.steps import WAITING, Resumed, first_step
-from providers.aiohttp_send import AiohttpSend
+from providers.aiohttp_send import AiohttpSend, body_of
 from providers.base import (
     ModelConfig,
     Provider,
@@ -421,11 +422,77 @@ def _validating(process: Callable[..., Any]) -> Callable[..., Any]:
 
 def _validated_output(stream: Any) -> None:
     """Where OpenInference's stream wrapper will rebuild the whole answer as a `ChatCompletion`
-    (its accumulator, when the stream ends), let it be built by validation (`_StreamedAnswer`).
-    Another layout of the wrapper, or no instrumentor, is left as it is."""
+    (its accumulator, when the stream ends), let it be built by validation (`_StreamedAnswer`),
+    and let the chunks it reads leave out what it already holds (`_held_values`). Another
+    layout of the wrapper, or no instrumentor, is left as it is."""
     accumulator = getattr(stream, "_self_response_accumulator", None)
     if getattr(accumulator, "_chat_completion_type", None) is ChatCompletion:
         accumulator._chat_completion_type = _StreamedAnswer  # type: ignore[union-attr]
+        inner = getattr(stream, "__wrapped__", None)
+        if type(inner) is _ChunkStream:
+            inner._held = _held_values(accumulator)
+
+
+# What a chunk's top level may repeat that `_Chunk.model_dump` leaves out: a float is not (an
+# equal one may print otherwise: 0.0 and -0.0), nor anything with parts.
+_SCALARS = frozenset({str, int, bool})
+# The accumulator classes found to give the same attributes with and without the repeats.
+_TRIMS_ALIKE: dict[type, bool] = {}
+
+
+def _held_values(accumulator: Any) -> dict[str, Any] | None:
+    """The top-level values OpenInference's chat accumulator holds, where its class is found
+    (once) to accumulate trimmed chunks into the same span attributes as whole ones."""
+    held = getattr(getattr(accumulator, "_values", None), "_values", None)
+    if type(held) is not dict:
+        return None
+    kind = type(accumulator)
+    alike = _TRIMS_ALIKE.get(kind)
+    if alike is None:
+        alike = _TRIMS_ALIKE[kind] = _trims_alike(kind)
+    return held if alike else None
+
+
+# Chunks whose top level repeats, changes, changes type, or goes missing; and malformed ones.
+_TRIAL_CHUNKS = (
+    b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":'
+    b'"f","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,'
+    b'"logprobs":null}]}',
+    b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":'
+    b'null,"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}',
+    b'{"id":"c1","object":"chat.completion.chunk","created":true,"model":"m2","choices":'
+    b'[{"index":0,"delta":{"content":"b"}}]}',
+    b'{"id":"c1","created":1,"model":"m2","extra":{"a":1},"choices":[{"index":[0]}]}',
+    b'{"id":"c2","created":1,"model":"m","extra":"x","choices":[1]}',
+    b'{"id":"c2","created":1.0,"model":"m","extra":"x","choices":"ab"}',
+    b'{"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+    b'"delta":{},"finish_reason":"stop"}]}',
+    b'{"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}',
+)
+
+
+def _trims_alike(kind: type) -> bool:
+    """Whether an accumulator of this class, fed the trial chunks trimmed of what it holds,
+    ends with the same attributes as one fed them whole (and trimming left something out).
+    Its other attributes are read from the same merged answer."""
+    try:
+        whole = kind({}, ChatCompletion)
+        trimmed = kind({}, ChatCompletion)
+        held = trimmed._values._values
+        if type(held) is not dict:
+            return False
+        left_out = 0
+        for raw in _TRIAL_CHUNKS:
+            with contextlib.suppress(Exception):  # as its wrapper: logged there, and skipped
+                whole.process_chunk(_Chunk({}, raw))
+            chunk = _Chunk({}, raw, held)
+            left_out += len(_json(raw)) - len(chunk.model_dump())
+            with contextlib.suppress(Exception):
+                trimmed.process_chunk(chunk)
+        return left_out > 0 and list(whole.get_attributes()) == list(trimmed.get_attributes())
+    except Exception:  # another layout of the class
+        return False
 
 
 class _StreamedAnswer:
@@ -486,8 +553,8 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
     that act only for workload-identity auth (a token per request, one retry on 401) or a
     provider runtime (a response normaliser); with neither, what is left is the base client's
     `self._client.send(...)`. Four coroutines a call fewer. Either of them set, or an
-    attribute renamed, and the call takes the SDK's own path. A whole response on the SDK's
-    aiohttp transport skips the HTTP client's layers too (`providers/aiohttp_send.py`).
+    attribute renamed, and the call takes the SDK's own path. On the SDK's aiohttp transport a
+    call, whole or streamed, skips the HTTP client's layers too (`providers/aiohttp_send.py`).
     """
     sdk_send = client._send_request
     pool = getattr(client, "_client", None)
@@ -498,10 +565,12 @@ def _direct_send(client: openai.AsyncOpenAI) -> Callable[..., Any]:
             getattr(client, "_workload_identity_auth", True) is None
             and getattr(client, "_provider_runtime", True) is None
         ):
-            if not stream and direct is not None and client._client is pool:
+            if direct is not None and client._client is pool:
                 transport = direct.transport_for(request, kwargs)
                 if transport is not None:
-                    return await direct.send(request, transport, kwargs.get("follow_redirects"))
+                    return await direct.send(
+                        request, transport, kwargs.get("follow_redirects"), stream=stream
+                    )
             return await client._client.send(request, stream=stream, **kwargs)
         return await sdk_send(request, stream=stream, **kwargs)
 
@@ -982,17 +1051,34 @@ class _Chunk:
     """One streamed chunk: its JSON parsed (`data`) and as sent (`raw`).
 
     `model_dump` is for the OpenInference instrumentor, which reads every chunk of a stream that
-    way and edits what it gets: a fresh parse keeps `data` untouched.
+    way and edits what it gets: a fresh parse keeps `data` untouched. Given what its chat
+    accumulator holds (`held`, its top-level values: `_held_values`), it leaves out the fields
+    the accumulator would replace by an equal value (id, object, created, model, repeated in
+    every chunk): it merges each through a chain of type checks, to the same end.
     """
 
-    __slots__ = ("data", "raw")
+    __slots__ = ("data", "held", "raw")
 
-    def __init__(self, data: dict[str, Any], raw: bytes) -> None:
+    def __init__(
+        self, data: dict[str, Any], raw: bytes, held: dict[str, Any] | None = None
+    ) -> None:
         self.data = data
         self.raw = raw
+        self.held = held
 
     def model_dump(self, **_: Any) -> dict[str, Any]:
-        return _json(self.raw)
+        dumped = _json(self.raw)
+        held = self.held
+        if held and type(dumped) is dict:
+            for key in [
+                key
+                for key, value in dumped.items()
+                if type(value) in _SCALARS
+                and type(kept := held.get(key)) is type(value)
+                and kept == value
+            ]:
+                del dumped[key]
+        return dumped
 
 
 def _chunk_dict(chunk: _Chunk) -> dict[str, Any]:
@@ -1023,6 +1109,9 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
     decoder would end the stream), as `_TolerantSSEDecoder` does for the SDK's stream.
     """
 
+    # What OpenInference's accumulator holds, where it reads this stream's chunks (`_held_values`).
+    _held: dict[str, Any] | None = None
+
     def __aiter__(self) -> Any:  # the SDK's adds a generator around `__anext__` for nothing
         return self
 
@@ -1038,7 +1127,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
     async def __stream__(self) -> AsyncIterator[Any]:  # type: ignore[override]
         response = self.response
         events = _SSEEvents()
-        raw = response.aiter_bytes()
+        raw = body_of(response)
         try:
             while True:
                 try:
@@ -1067,7 +1156,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
                         if not message or not isinstance(message, str):
                             message = "An error occurred during streaming"
                         raise openai.APIError(message, response.request, body=error)
-                    yield _Chunk(parsed, data)
+                    yield _Chunk(parsed, data, self._held)
                 if received is None:
                     return
         finally:

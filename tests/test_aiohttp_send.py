@@ -198,19 +198,19 @@ async def test_the_adapter_sends_whole_responses_this_way(base: str) -> None:
     sent: list[bool] = []
     real = AiohttpSend.send
 
-    async def spy(self: AiohttpSend, *args: Any) -> Any:
-        sent.append(True)
-        return await real(self, *args)
+    async def spy(self: AiohttpSend, *args: Any, **kwargs: Any) -> Any:
+        sent.append(kwargs.get("stream", False))
+        return await real(self, *args, **kwargs)
 
     try:
         AiohttpSend.send = spy  # type: ignore[method-assign]
         request = _request(p.client._client, f"{base}/json")
         response = await p.client._send_request(request, stream=False)
-        assert response.content == COMPLETION and sent == [True]
+        assert response.content == COMPLETION and sent == [False]
         streamed = await p.client._send_request(
             _request(p.client._client, f"{base}/json"), stream=True
         )
-        assert sent == [True]  # a stream keeps the client's own send
+        assert sent == [False, True]  # a stream too (tests/test_aiohttp_stream.py)
         await streamed.aclose()
     finally:
         AiohttpSend.send = real  # type: ignore[method-assign]
