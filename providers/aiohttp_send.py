@@ -95,8 +95,6 @@ class AiohttpSend:
         *,
         stream: bool = False,
     ) -> httpx2.Response:
-        if stream:
-            return await self._send_streamed(request, transport, follow_redirects)
         client = self._client
         client._state = ClientState.OPENED
         if follow_redirects is None:
@@ -105,41 +103,28 @@ class AiohttpSend:
         session = transport.client
         if not isinstance(session, ClientSession):
             session = transport.client = transport.get_client()
-        timeout = request.extensions.get("timeout", {})
-        start = time.perf_counter()
-        with request_context(request=request), map_aiohttp_exceptions():
-            data = request.content or None
-            async with session.request(
-                method=request.method,
-                url=self._url(request.url),
-                headers=request.headers,
-                data=data,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=self._timeout(timeout),
-                server_hostname=request.extensions.get("sni_hostname"),
-                proxy=None,
-                proxy_auth=None,
-                proxy_headers=None,
-            ) as answer:
-                body = await answer.read()
-                status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
-                # Looked up in aiohttp's multidict (case-insensitive, like httpx's headers).
-                encoded = "Content-Encoding" in answer.headers
-                cookies = "Set-Cookie" in answer.headers
-        extensions = {"http_version": _HTTP_11}
-        if reason:
-            extensions["reason_phrase"] = reason.encode()
-        response = httpx2.Response(
-            status_code=status,
-            headers=raw_headers,
-            stream=httpx2.ByteStream(body),
-            request=request,
-            extensions=extensions,
+        opening = session.request(
+            method=request.method,
+            url=self._url(request.url),
+            headers=request.headers,
+            data=request.content or None,
+            allow_redirects=False,
+            auto_decompress=False,
+            compress=False,
+            timeout=self._timeout(request.extensions.get("timeout", {})),
+            server_hostname=request.extensions.get("sni_hostname"),
+            proxy=None,
+            proxy_auth=None,
+            proxy_headers=None,
         )
-        response.default_encoding = client._default_encoding
-        if encoded:
+        start = time.perf_counter()
+        if stream:
+            return await self._streamed(request, opening, start, follow_redirects)
+        with request_context(request=request), map_aiohttp_exceptions():
+            async with opening as answer:
+                body = await answer.read()
+        response = self._response(request, answer, httpx2.ByteStream(body))
+        if "Content-Encoding" in answer.headers:
             await response.aread()  # httpx's decoders, as its own read would use them
         else:
             response._content = body
@@ -147,7 +132,72 @@ class AiohttpSend:
             response.is_closed = True
             response._num_bytes_downloaded = len(body)
         response._elapsed = timedelta(seconds=time.perf_counter() - start)
-        if cookies:
+        if self._answered(request, response, answer, follow_redirects):
+            return response
+        # Followed as the client's loop follows it, with this response as the history.
+        final = await client._send_handling_redirects(
+            client._build_redirect_request(request, response),
+            follow_redirects=True,
+            history=[response],
+        )
+        try:
+            await final.aread()
+        except BaseException:
+            await final.aclose()
+            raise
+        return final
+
+    async def _streamed(
+        self, request: httpx2.Request, opening: Any, start: float, follow_redirects: bool
+    ) -> httpx2.Response:
+        """`send(request, stream=True)`: the response with its body still to read, from the
+        aiohttp response as the adapter opens it (`AiohttpBody`)."""
+        with request_context(request=request), map_aiohttp_exceptions():
+            answer = await opening.__aenter__()
+        body = AiohttpBody(answer, start, "Content-Encoding" not in answer.headers)
+        response = self._response(request, answer, body)
+        try:
+            if self._answered(request, response, answer, follow_redirects):
+                return response
+            # Followed as the client's loop follows it: this response read, and the history.
+            following = self._client._build_redirect_request(request, response)
+            await response.aread()
+            return await self._client._send_handling_redirects(
+                following, follow_redirects=True, history=[response]
+            )
+        except BaseException:
+            await response.aclose()
+            raise
+
+    def _response(self, request: httpx2.Request, answer: Any, stream: Any) -> httpx2.Response:
+        """The `httpx2.Response` of an aiohttp response (status, raw headers, version, reason,
+        the client's default encoding), its body `stream`."""
+        extensions = {"http_version": _HTTP_11}
+        if answer.reason:
+            extensions["reason_phrase"] = answer.reason.encode()
+        response = httpx2.Response(
+            status_code=answer.status,
+            headers=answer.raw_headers,
+            stream=stream,
+            request=request,
+            extensions=extensions,
+        )
+        response.default_encoding = self._client._default_encoding
+        return response
+
+    def _answered(
+        self,
+        request: httpx2.Request,
+        response: httpx2.Response,
+        answer: Any,
+        follow_redirects: bool,
+    ) -> bool:
+        """What the client's `send` does with a response before its redirect loop goes on:
+        cookies into the jar, the log line; True unless a redirect is to be followed (one not
+        followed gets its `next_request`)."""
+        client = self._client
+        # Looked up in aiohttp's multidict (case-insensitive, like httpx's headers).
+        if "Set-Cookie" in answer.headers:
             client.cookies.extract_cookies(response)
         if _HTTPX_LOG.isEnabledFor(logging.INFO):
             _HTTPX_LOG.info(
@@ -158,94 +208,13 @@ class AiohttpSend:
                 response.status_code,
                 response.reason_phrase,
             )
-        if status not in _REDIRECTS or not response.has_redirect_location:
-            return response
+        if response.status_code not in _REDIRECTS or not response.has_redirect_location:
+            return True
         if not follow_redirects:
             with contextlib.suppress(httpx2.RemoteProtocolError):
                 response.next_request = client._build_redirect_request(request, response)
-            return response
-        # Followed as the client's loop follows it, with this response as the history.
-        following = client._build_redirect_request(request, response)
-        final = await client._send_handling_redirects(
-            following, follow_redirects=True, history=[response]
-        )
-        try:
-            await final.aread()
-        except BaseException:
-            await final.aclose()
-            raise
-        return final
-
-    async def _send_streamed(
-        self, request: httpx2.Request, transport: Any, follow_redirects: bool | None
-    ) -> httpx2.Response:
-        """`send(request, stream=True)`: the response with its body still to read, from the
-        aiohttp response as the adapter opens it (`AiohttpBody`)."""
-        client = self._client
-        client._state = ClientState.OPENED
-        if follow_redirects is None:
-            follow_redirects = client.follow_redirects
-        client._set_timeout(request)
-        session = transport.client
-        if not isinstance(session, ClientSession):
-            session = transport.client = transport.get_client()
-        timeout = request.extensions.get("timeout", {})
-        start = time.perf_counter()
-        with request_context(request=request), map_aiohttp_exceptions():
-            answer = await session.request(
-                method=request.method,
-                url=self._url(request.url),
-                headers=request.headers,
-                data=request.content or None,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=self._timeout(timeout),
-                server_hostname=request.extensions.get("sni_hostname"),
-                proxy=None,
-                proxy_auth=None,
-                proxy_headers=None,
-            ).__aenter__()
-        extensions = {"http_version": _HTTP_11}
-        reason = answer.reason
-        if reason:
-            extensions["reason_phrase"] = reason.encode()
-        status = answer.status
-        response = httpx2.Response(
-            status_code=status,
-            headers=answer.raw_headers,
-            stream=AiohttpBody(answer, start, "Content-Encoding" not in answer.headers),
-            request=request,
-            extensions=extensions,
-        )
-        try:
-            response.default_encoding = client._default_encoding
-            if "Set-Cookie" in answer.headers:
-                client.cookies.extract_cookies(response)
-            if _HTTPX_LOG.isEnabledFor(logging.INFO):
-                _HTTPX_LOG.info(
-                    'HTTP Request: %s %s "%s %d %s"',
-                    request.method,
-                    request.url,
-                    response.http_version,
-                    response.status_code,
-                    response.reason_phrase,
-                )
-            if status not in _REDIRECTS or not response.has_redirect_location:
-                return response
-            if not follow_redirects:
-                with contextlib.suppress(httpx2.RemoteProtocolError):
-                    response.next_request = client._build_redirect_request(request, response)
-                return response
-            # Followed as the client's loop follows it: this response read, and the history.
-            following = client._build_redirect_request(request, response)
-            await response.aread()
-            return await client._send_handling_redirects(
-                following, follow_redirects=True, history=[response]
-            )
-        except BaseException:
-            await response.aclose()
-            raise
+            return True
+        return False
 
     def _url(self, url: httpx2.URL) -> str:
         # The adapter renders the URL for every call; a provider sends to a handful.
