@@ -22,8 +22,6 @@ from openinference.instrumentation.openai._response_attributes_extractor import 
     _ResponseAttributesExtractor,
 )
 from openinference.instrumentation.openai._stream import _Stream
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,6 +41,7 @@ from providers.openai import (
 )
 from tests.fakes.server import serve_app
 from tests.test_streamed_answer import STREAMS
+from tests.tracing_helpers import openai_spans
 
 BASE = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
 
@@ -198,17 +197,9 @@ def base() -> Iterator[str]:
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    from openinference.instrumentation.openai import OpenAIInstrumentor
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
+    """OpenInference's OpenAI instrumentor, recording into memory, for the test only."""
+    with openai_spans() as exporter:
         yield exporter
-    finally:
-        instrumentor.uninstrument()
 
 
 async def test_a_traced_stream_records_the_span_of_whole_chunks(

@@ -15,7 +15,6 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletion
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from starlette.routing import Route
 from providers import openai as adapter
 from providers.openai import OpenAIConfig, OpenAIProvider
 from tests.fakes.server import serve_app
+from tests.tracing_helpers import openai_spans
 
 COMPLETION = b'{"id":"c1","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok \\u00e9","tool_calls":[{"id":"t1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"stop","logprobs":null}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"system_fingerprint":"fp","extra_field":{"a":[1,2.5,null]}}'  # noqa: E501
 # A lone surrogate: the standard library's JSON takes it, pydantic-core's refuses it.
@@ -92,17 +92,8 @@ def base() -> Iterator[str]:
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """OpenInference's OpenAI instrumentor, recording into memory, for the test only."""
-    from openinference.instrumentation.openai import OpenAIInstrumentor
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
+    with openai_spans() as exporter:
         yield exporter
-    finally:
-        instrumentor.uninstrument()
 
 
 def _provider(url: str) -> OpenAIProvider:
@@ -366,7 +357,6 @@ async def test_openinferences_span_is_the_same_from_the_gateways_lean_tracer(
 ) -> None:
     """The gateway's tracer provider makes OpenInference's span too (app/lean_spans.py): every
     attribute, in order, as the SDK's own provider records it."""
-    from openinference.instrumentation.openai import OpenAIInstrumentor
     from opentelemetry.sdk.trace import SpanProcessor
 
     from app.lean_spans import LeanSpan, LeanTracerProvider
@@ -380,17 +370,13 @@ async def test_openinferences_span_is_the_same_from_the_gateways_lean_tracer(
 
     shapes = []
     for kind in (LeanTracerProvider, TracerProvider):
-        exporter, started = InMemorySpanExporter(), Started()
-        provider = kind()
+        provider, started = kind(), Started()
         provider.add_span_processor(started)
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        instrumentor = OpenAIInstrumentor()
-        instrumentor.instrument(tracer_provider=provider)
         p = _provider(f"{base}/{path}")
         try:
-            answer = await _call(p, 5)
+            with openai_spans(provider) as exporter:
+                answer = await _call(p, 5)
         finally:
-            instrumentor.uninstrument()
             await p.aclose()
         (span,) = exporter.get_finished_spans()
         assert (started.classes == [LeanSpan]) == (kind is LeanTracerProvider)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from app.config import parse_config
 from app.factory import create_app
@@ -48,6 +51,23 @@ def traced(stack: ExitStack, collector: tuple[Collector, str]) -> Callable[..., 
         return Traced(stack.enter_context(serve_app(app)), app, receiver)
 
     return serve
+
+
+@contextmanager
+def openai_spans(provider: TracerProvider | None = None) -> Iterator[InMemorySpanExporter]:
+    """OpenInference's OpenAI instrumentor on `provider` (the SDK's own by default), recording
+    into memory, for the block only."""
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = provider or TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield exporter
+    finally:
+        instrumentor.uninstrument()
 
 
 def one(spans: list[Span], name: str) -> Span:
