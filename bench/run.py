@@ -3,6 +3,7 @@
     python bench/run.py                       # everything: ~8 minutes
     python bench/run.py --quick               # fewer scenarios, shorter runs
     python bench/run.py --only gateway --duration 5 --connections 1 16
+    python bench/run.py --rounds 3 --duration 5   # every figure the median of three whole rounds
 
 It starts nginx (Debian's package) answering a chat completion as JSON and as SSE, then measures,
 each at 1, 16 and 64 connections for --duration seconds with wrk (Debian's package):
@@ -19,8 +20,9 @@ each at 1, 16 and 64 connections for --duration seconds with wrk (Debian's packa
                     with_raw_response (the issue's reference for the SDK's own ceiling)
   sdk-raw-traced    the same with OpenInference on the SDK, exporting OTLP to nginx
   litellm           LiteLLM proxy, installed by this script into bench/.venv-litellm (--litellm)
-Everything listens on 127.0.0.1 and every run is bounded by --duration. Results: a table on stdout,
-bench/results/latest.json and, when matplotlib is importable, bench/results/latest.png.
+Everything listens on 127.0.0.1 and every run is bounded by --duration (times --rounds). Results:
+a table on stdout, bench/results/latest.json and, when matplotlib is importable,
+bench/results/latest.png. With --rounds N every figure is the median of N whole rounds.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -541,6 +544,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM proxy")
     parser.add_argument("--granian", action="store_true", help="also measure the app under granian")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every scenario this many times, one whole round after another, and report"
+        " each figure's median over the rounds",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -565,163 +575,174 @@ def main() -> None:
         + (["gateway-granian"] if args.granian else [])
     )
     conns = args.connections
-    results: list[Result] = []
     RESULTS.mkdir(parents=True, exist_ok=True)
+    rounds: list[list[Result]] = []
     with tempfile.TemporaryDirectory() as tmp, nginx(Path(tmp)) as upstream:
-        workdir = Path(tmp)
-        direct = f"{upstream}/json/v1/chat/completions"
-        body = {"model": "default", **REQUEST}
         print("upstream and scenarios on 127.0.0.1; durations", args.duration, "s", flush=True)
-        base = measure("upstream", direct, body, conns, args.duration, None, {})
-        baseline = {r.connections: r.p50_ms for r in base}
-        if "upstream" in wanted:
-            results += base
-        if wanted & {"gateway", "gateway-policy", "gateway-stream"}:
-            with gateway(workdir, upstream) as (url, pid):
-                if "gateway" in wanted:
-                    results += measure(
-                        "gateway",
-                        url + "/v1/chat/completions",
-                        body,
-                        conns,
-                        args.duration,
-                        pid,
-                        baseline,
-                        metrics=url + "/metrics",
-                    )
-                if "gateway-policy" in wanted:
-                    results += measure(
-                        "gateway-policy",
-                        url + "/v1/chat/completions",
-                        {**body, "model": "policy"},
-                        conns,
-                        args.duration,
-                        pid,
-                        baseline,
-                        metrics=url + "/metrics",
-                    )
-                if "gateway-stream" in wanted:
-                    results += measure(
-                        "gateway-stream",
-                        url + "/v1/chat/completions",
-                        {**body, "model": "stream", "stream": True},
-                        conns,
-                        args.duration,
-                        pid,
-                        {},
-                        metrics=url + "/metrics",
-                    )
-        traced = {"gateway-traced", "gateway-traced-policy", "gateway-traced-stream"}
-        if wanted & traced and supports_tracing():
-            # nginx stands in for a fast local collector: it accepts each OTLP export and drops it.
-            sink = f"{upstream}/v1/traces"
-            with gateway(workdir, upstream, tracing=sink) as (url, pid):
-                for name, model, stream in (
-                    ("gateway-traced", "default", False),
-                    ("gateway-traced-policy", "policy", False),
-                    ("gateway-traced-stream", "stream", True),
-                ):
-                    if name in wanted:
-                        results += measure(
-                            name,
-                            url + "/v1/chat/completions",
-                            {**body, "model": model, **({"stream": True} if stream else {})},
-                            conns,
-                            args.duration,
-                            pid,
-                            {} if stream else baseline,
-                            metrics=url + "/metrics",
-                        )
-        if "gateway-2w" in wanted:
-            with gateway(workdir, upstream, workers=2) as (url, pid):
+        for number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"round {number} of {args.rounds}", flush=True)
+            rounds.append(one_round(Path(tmp), upstream, wanted, conns, args.duration))
+    report(median_results(rounds), rounds if args.rounds > 1 else None)
+
+
+def one_round(
+    workdir: Path, upstream: str, wanted: set[str], conns: list[int], duration: float
+) -> list[Result]:
+    """Every wanted scenario once, each at every connection count, in a fixed order."""
+    results: list[Result] = []
+    direct = f"{upstream}/json/v1/chat/completions"
+    body = {"model": "default", **REQUEST}
+    base = measure("upstream", direct, body, conns, duration, None, {})
+    baseline = {r.connections: r.p50_ms for r in base}
+    if "upstream" in wanted:
+        results += base
+    if wanted & {"gateway", "gateway-policy", "gateway-stream"}:
+        with gateway(workdir, upstream) as (url, pid):
+            if "gateway" in wanted:
                 results += measure(
-                    "gateway-2w",
+                    "gateway",
                     url + "/v1/chat/completions",
                     body,
                     conns,
-                    args.duration,
+                    duration,
                     pid,
                     baseline,
                     metrics=url + "/metrics",
                 )
-        if "gateway-granian" in wanted:
-            with gateway(workdir, upstream, server="granian") as (url, pid):
+            if "gateway-policy" in wanted:
                 results += measure(
-                    "gateway-granian",
+                    "gateway-policy",
                     url + "/v1/chat/completions",
-                    body,
+                    {**body, "model": "policy"},
                     conns,
-                    args.duration,
+                    duration,
                     pid,
                     baseline,
                     metrics=url + "/metrics",
                 )
-        if "passthrough" in wanted:
-            port = free_port()
-            script = workdir / "passthrough.py"
-            script.write_text(PASSTHROUGH)
-            with process(
-                [sys.executable, str(script), upstream, str(port)],
-                ready=f"http://127.0.0.1:{port}/healthz",
-            ) as proc:
+            if "gateway-stream" in wanted:
                 results += measure(
-                    "passthrough",
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                    body,
-                    conns,
-                    args.duration,
-                    proc.pid,
-                    baseline,
-                )
-        for name, mode in (("sdk-raw", "plain"), ("sdk-raw-traced", "traced")):
-            if name not in wanted:
-                continue
-            port = free_port()
-            script = workdir / "sdk_raw.py"
-            script.write_text(SDK_RAW)
-            with process(
-                [sys.executable, str(script), upstream, str(port), mode],
-                ready=f"http://127.0.0.1:{port}/healthz",
-            ) as proc:
-                results += measure(
-                    name,
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                    body,
-                    conns,
-                    args.duration,
-                    proc.pid,
-                    baseline,
-                )
-        if "litellm" in wanted:
-            python = litellm_python()
-            config = workdir / "litellm.yaml"
-            config.write_text(LITELLM_CONFIG.format(upstream=upstream))
-            port = free_port()
-            litellm = Path(python).parent / "litellm"
-            # Loopback only: no master key, as the gateway runs with no caller keys here.
-            env = {
-                **os.environ,
-                "LITELLM_LOG": "ERROR",
-                "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
-            }
-            with process(
-                [str(litellm), "--config", str(config), "--port", str(port), "--num_workers", "1"],
-                ready=f"http://127.0.0.1:{port}/health/liveliness",
-                env=env,
-                log=workdir / "litellm.log",
-            ) as proc:
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                results += measure("litellm", url, body, conns, args.duration, proc.pid, baseline)
-                results += measure(
-                    "litellm-stream",
-                    url,
+                    "gateway-stream",
+                    url + "/v1/chat/completions",
                     {**body, "model": "stream", "stream": True},
                     conns,
-                    args.duration,
-                    proc.pid,
+                    duration,
+                    pid,
                     {},
+                    metrics=url + "/metrics",
                 )
-    report(results)
+    traced = {"gateway-traced", "gateway-traced-policy", "gateway-traced-stream"}
+    if wanted & traced and supports_tracing():
+        # nginx stands in for a fast local collector: it accepts each OTLP export and drops it.
+        sink = f"{upstream}/v1/traces"
+        with gateway(workdir, upstream, tracing=sink) as (url, pid):
+            for name, model, stream in (
+                ("gateway-traced", "default", False),
+                ("gateway-traced-policy", "policy", False),
+                ("gateway-traced-stream", "stream", True),
+            ):
+                if name in wanted:
+                    results += measure(
+                        name,
+                        url + "/v1/chat/completions",
+                        {**body, "model": model, **({"stream": True} if stream else {})},
+                        conns,
+                        duration,
+                        pid,
+                        {} if stream else baseline,
+                        metrics=url + "/metrics",
+                    )
+    if "gateway-2w" in wanted:
+        with gateway(workdir, upstream, workers=2) as (url, pid):
+            results += measure(
+                "gateway-2w",
+                url + "/v1/chat/completions",
+                body,
+                conns,
+                duration,
+                pid,
+                baseline,
+                metrics=url + "/metrics",
+            )
+    if "gateway-granian" in wanted:
+        with gateway(workdir, upstream, server="granian") as (url, pid):
+            results += measure(
+                "gateway-granian",
+                url + "/v1/chat/completions",
+                body,
+                conns,
+                duration,
+                pid,
+                baseline,
+                metrics=url + "/metrics",
+            )
+    if "passthrough" in wanted:
+        port = free_port()
+        script = workdir / "passthrough.py"
+        script.write_text(PASSTHROUGH)
+        with process(
+            [sys.executable, str(script), upstream, str(port)],
+            ready=f"http://127.0.0.1:{port}/healthz",
+        ) as proc:
+            results += measure(
+                "passthrough",
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                body,
+                conns,
+                duration,
+                proc.pid,
+                baseline,
+            )
+    for name, mode in (("sdk-raw", "plain"), ("sdk-raw-traced", "traced")):
+        if name not in wanted:
+            continue
+        port = free_port()
+        script = workdir / "sdk_raw.py"
+        script.write_text(SDK_RAW)
+        with process(
+            [sys.executable, str(script), upstream, str(port), mode],
+            ready=f"http://127.0.0.1:{port}/healthz",
+        ) as proc:
+            results += measure(
+                name,
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                body,
+                conns,
+                duration,
+                proc.pid,
+                baseline,
+            )
+    if "litellm" in wanted:
+        python = litellm_python()
+        config = workdir / "litellm.yaml"
+        config.write_text(LITELLM_CONFIG.format(upstream=upstream))
+        port = free_port()
+        litellm = Path(python).parent / "litellm"
+        # Loopback only: no master key, as the gateway runs with no caller keys here.
+        env = {
+            **os.environ,
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+        }
+        with process(
+            [str(litellm), "--config", str(config), "--port", str(port), "--num_workers", "1"],
+            ready=f"http://127.0.0.1:{port}/health/liveliness",
+            env=env,
+            log=workdir / "litellm.log",
+        ) as proc:
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            results += measure("litellm", url, body, conns, duration, proc.pid, baseline)
+            results += measure(
+                "litellm-stream",
+                url,
+                {**body, "model": "stream", "stream": True},
+                conns,
+                duration,
+                proc.pid,
+                {},
+            )
+    return results
 
 
 def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
@@ -912,27 +933,70 @@ def scaled_targets(
     return out
 
 
-def report(results: list[Result]) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    (RESULTS / "latest.json").write_text(
-        json.dumps(
-            {"when": stamp, "cpus": os.cpu_count(), "results": [asdict(r) for r in results]},
-            indent=2,
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and v == v]  # not None, not NaN
+    return statistics.median(present) if present else None
+
+
+def median_results(rounds: list[list[Result]]) -> list[Result]:
+    """One row per scenario and connection count, in the first round's order: the median over
+    the rounds of each rate, latency and CPU figure; the largest memory; collections over 50 ms
+    and errors summed. On a shared machine whose speed drifts by tens of percent from minute
+    to minute, one run can catch a slow minute; the median of rounds taken one after another
+    does not rest on one."""
+    if len(rounds) == 1:
+        return rounds[0]
+    by_row: dict[tuple[str, int], list[Result]] = {}
+    for one in rounds:
+        for r in one:
+            by_row.setdefault((r.name, r.connections), []).append(r)
+    out = []
+    for (name, conns), rows in by_row.items():
+        largest = [r.extra.get("largest_process_mb") for r in rows]
+        long_gc = [r.long_gc for r in rows if r.long_gc is not None]
+        result = Result(
+            name,
+            conns,
+            _median([r.rps for r in rows]) or 0.0,
+            _median([r.p50_ms for r in rows]) or float("nan"),
+            _median([r.p90_ms for r in rows]) or float("nan"),
+            _median([r.p99_ms for r in rows]) or float("nan"),
+            sum(r.errors for r in rows),
+            rss_mb=max((r.rss_mb for r in rows if r.rss_mb), default=None),
+            added_p50_ms=_median([r.added_p50_ms for r in rows]),
+            cpu_us=_median([r.cpu_us for r in rows]),
+            long_gc=sum(long_gc) if long_gc else None,
         )
-    )
+        if any(v is not None for v in largest):
+            result.extra["largest_process_mb"] = max(v for v in largest if v is not None)
+        result.extra["rps_by_round"] = [round(r.rps) for r in rows]
+        out.append(result)
+    return out
+
+
+def report(results: list[Result], rounds: list[list[Result]] | None = None) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    record: dict = {"when": stamp, "cpus": os.cpu_count(), "results": [asdict(r) for r in results]}
+    if rounds:
+        record["rounds"] = [[asdict(r) for r in one] for one in rounds]
+    (RESULTS / "latest.json").write_text(json.dumps(record, indent=2))
+    if rounds:
+        print(f"\nmedians of {len(rounds)} rounds (req/s of each round in the last column)")
     print(
         "\n| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | RSS MB "
-        "| CPU µs/req | GC > 50 ms | errors |"
+        "| CPU µs/req | GC > 50 ms | errors |" + (" req/s by round |" if rounds else "")
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if rounds else ""))
     for r in results:
         added = f"{r.added_p50_ms:.2f}" if r.added_p50_ms is not None else "-"
         rss = f"{r.rss_mb:.0f}" if r.rss_mb else "-"
         cpu = f"{r.cpu_us:,.0f}" if r.cpu_us else "-"
         long_gc = "-" if r.long_gc is None else str(r.long_gc)
+        by_round = " / ".join(f"{v:,}" for v in r.extra.get("rps_by_round", []))
         print(
             f"| {r.name} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
             f"{r.p99_ms:.2f} | {added} | {rss} | {cpu} | {long_gc} | {r.errors} |"
+            + (f" {by_round} |" if rounds else "")
         )
     print("\n| the issue's target | this run | met |\n|---|---|---|")
     for target, measured, met in targets(results):

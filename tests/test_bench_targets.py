@@ -72,3 +72,72 @@ def test_without_the_reference_row_nothing_is_scaled(bench):
         "not measured",
         None,
     )
+
+
+def test_rounds_report_each_figure_as_its_median(bench):
+    result = bench.Result
+    rounds = [
+        [
+            result(
+                "gateway-traced",
+                16,
+                900,
+                15,
+                20,
+                40,
+                0,
+                rss_mb=100,
+                added_p50_ms=None,
+                cpu_us=1100,
+                long_gc=0,
+                extra={"largest_process_mb": 100},
+            ),
+            result("sdk-raw", 16, 950, 16, 18, 60, 0, rss_mb=75),
+        ],
+        [
+            result(
+                "gateway-traced",
+                16,
+                600,
+                25,
+                30,
+                50,
+                2,
+                rss_mb=104,
+                cpu_us=1600,
+                long_gc=1,
+                extra={"largest_process_mb": 104},
+            ),
+            result("sdk-raw", 16, 640, 24, 28, 90, 0, rss_mb=76),
+        ],
+        [
+            result(
+                "gateway-traced",
+                16,
+                1000,
+                14,
+                19,
+                30,
+                0,
+                rss_mb=102,
+                cpu_us=1000,
+                long_gc=0,
+                extra={"largest_process_mb": 102},
+            ),
+            result("sdk-raw", 16, 1000, 15, 17, 50, 0, rss_mb=74),
+        ],
+    ]
+    merged = {(r.name, r.connections): r for r in bench.median_results(rounds)}
+    traced = merged["gateway-traced", 16]
+    assert (traced.rps, traced.p50_ms, traced.p90_ms, traced.p99_ms) == (900, 15, 20, 40)
+    assert traced.cpu_us == 1100
+    assert traced.rss_mb == 104 and traced.extra["largest_process_mb"] == 104  # the largest
+    assert traced.long_gc == 1 and traced.errors == 2  # summed: one in any round shows
+    assert traced.extra["rps_by_round"] == [900, 600, 1000]
+    assert merged["sdk-raw", 16].rps == 950
+    assert list(merged) == [("gateway-traced", 16), ("sdk-raw", 16)]  # the rounds' order
+
+
+def test_one_round_is_reported_as_it_was(bench):
+    one = [bench.Result("gateway", 1, 800, 1.0, 1.2, 2.0, 0)]
+    assert bench.median_results([one]) is one
