@@ -215,10 +215,14 @@ async def test_a_traced_stream_records_the_span_of_whole_chunks(
         return got
 
     monkeypatch.setattr(_Chunk, "model_dump", counting)
+    text_taking = adapter._text_taking(_ChatCompletionAccumulator)  # its trial dumps chunks too
     outcomes = []
     try:
-        for trimmed in (False, True):
+        # whole chunks; trimmed; trimmed, and a chunk of text alone appended (providers/openai.py
+        # `_take_text_directly`: here the second, whose only other field is a null)
+        for trimmed, taking in ((False, None), (True, None), (True, text_taking)):
             monkeypatch.setitem(adapter._TRIMS_ALIKE, _ChatCompletionAccumulator, trimmed)
+            monkeypatch.setitem(adapter._TEXT_TAKING, _ChatCompletionAccumulator, taking)
             spans.clear()
             dumped.clear()
             params = {"model": "m", "messages": [], "stream": True, "timeout": 5}
@@ -229,8 +233,9 @@ async def test_a_traced_stream_records_the_span_of_whole_chunks(
             outcomes.append(
                 (data, span.name, span.status.status_code, list(span.attributes.items()))
             )
-            assert (sum(dumped) > 0) == trimmed and len(dumped) == len(VARYING)
+            assert (sum(dumped) > 0) == trimmed
+            assert len(dumped) == len(VARYING) - (taking is not None)
     finally:
         await p.aclose()
-    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == outcomes[1] == outcomes[2]
     assert outcomes[0][0] == VARYING
