@@ -551,7 +551,17 @@ def main() -> None:
         help="run every scenario this many times, one whole round after another, and report"
         " each figure's median over the rounds",
     )
+    parser.add_argument(
+        "--report",
+        metavar="JSON",
+        help="measure nothing: print the tables of a run saved as bench/results/latest.json",
+    )
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        rounds = [[Result(**r) for r in one] for one in saved.get("rounds", [])] or None
+        report([Result(**r) for r in saved["results"]], rounds, save=False)
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     if args.quick:
@@ -745,9 +755,16 @@ def one_round(
     return results
 
 
-def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
+def targets(
+    results: list[Result], rounds: list[list[Result]] | None = None
+) -> list[tuple[str, str, bool | None]]:
     """The issue's targets against this run: (target, what was measured, met). `met` is None
-    where the run lacks the rows (or, for comparisons alone, where nothing is asked)."""
+    where the run lacks the rows (or, for comparisons alone, where nothing is asked).
+
+    With `rounds` (and `results` their medians), a ratio of two rows is the median of the
+    ratios within each round: the two rows of a round were measured a minute or two apart, the
+    medians of the two rows may come from different rounds, minutes apart on a machine whose
+    speed drifts."""
 
     def row(name: str, conns: int) -> Result | None:
         return next((r for r in results if r.name == name and r.connections == conns), None)
@@ -776,9 +793,19 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
         return found.rps if found else None
 
     def ratios(ours: str, theirs: str) -> list[float | None]:
-        """req/s of `ours` over `theirs`, at 16 and at 64 connections."""
-        pairs = [(rps(ours, c), rps(theirs, c)) for c in (16, 64)]
-        return [a / b if a and b else None for a, b in pairs]
+        """req/s of `ours` over `theirs`, at 16 and at 64 connections (see above for rounds)."""
+        if not rounds:
+            pairs = [(rps(ours, c), rps(theirs, c)) for c in (16, 64)]
+            return [a / b if a and b else None for a, b in pairs]
+        out = []
+        for c in (16, 64):
+            within = []
+            for one in rounds:
+                a = next((r.rps for r in one if r.name == ours and r.connections == c), None)
+                b = next((r.rps for r in one if r.name == theirs and r.connections == c), None)
+                within.append(a / b if a and b else None)
+            out.append(_median(within) if all(v is not None for v in within) else None)
+        return out
 
     traced1 = row("gateway-traced", 1)
     check(
@@ -974,12 +1001,15 @@ def median_results(rounds: list[list[Result]]) -> list[Result]:
     return out
 
 
-def report(results: list[Result], rounds: list[list[Result]] | None = None) -> None:
+def report(
+    results: list[Result], rounds: list[list[Result]] | None = None, *, save: bool = True
+) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M")
     record: dict = {"when": stamp, "cpus": os.cpu_count(), "results": [asdict(r) for r in results]}
     if rounds:
         record["rounds"] = [[asdict(r) for r in one] for one in rounds]
-    (RESULTS / "latest.json").write_text(json.dumps(record, indent=2))
+    if save:
+        (RESULTS / "latest.json").write_text(json.dumps(record, indent=2))
     if rounds:
         print(f"\nmedians of {len(rounds)} rounds (req/s of each round in the last column)")
     print(
@@ -999,8 +1029,10 @@ def report(results: list[Result], rounds: list[list[Result]] | None = None) -> N
             + (f" {by_round} |" if rounds else "")
         )
     print("\n| the issue's target | this run | met |\n|---|---|---|")
-    for target, measured, met in targets(results):
+    for target, measured, met in targets(results, rounds):
         print(f"| {target} | {measured} | {'-' if met is None else 'yes' if met else 'no'} |")
+    if not save:  # a saved run, reported again: its chart was drawn when it ran
+        return
     try:
         import matplotlib
 
