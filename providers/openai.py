@@ -579,7 +579,9 @@ def _text_taking(kind: type) -> type | None:
         __slots__ = ()
 
         def process_chunk(self, chunk: Any) -> None:
-            found = _text_of(chunk, values_kind, text_kind)
+            # `held` names the accumulator the chunk was read for: this one, or no shortcut
+            mine = getattr(chunk, "held", None) is self._values._values
+            found = _text_of(chunk, values_kind, text_kind) if mine else None
             if found is None:
                 super().process_chunk(chunk)
                 return

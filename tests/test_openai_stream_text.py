@@ -200,6 +200,18 @@ def test_a_chunk_not_from_the_adapter_or_untrimmed_is_merged() -> None:
     assert _text_of(ChatCompletion, *KINDS) is None
 
 
+def test_a_chunk_read_for_another_accumulator_is_merged_by_the_one_given_it() -> None:
+    first, text = _chunk(_choice(role="assistant", content="")), _chunk(_choice(content="a"))
+    one, other = (_accumulator(_ChatCompletionAccumulator) for _ in range(2))
+    for accumulator in (one, other):
+        _take_text_directly(accumulator)
+        held = _held_values(accumulator)
+        accumulator.process_chunk(_Chunk(first, orjson.dumps(first), held))
+    other.process_chunk(_Chunk(text, orjson.dumps(text), _held_values(one)))
+    assert '"content": "a"' in dict(other.get_attributes())["output.value"]
+    assert '"content"' not in dict(one.get_attributes())["output.value"]  # nothing added
+
+
 class _KeyCounting(_ChatCompletionAccumulator):
     """An accumulator whose attributes depend on every chunk it merges."""
 
