@@ -607,111 +607,53 @@ def one_round(
     baseline = {r.connections: r.p50_ms for r in base}
     if "upstream" in wanted:
         results += base
-    if wanted & {"gateway", "gateway-policy", "gateway-stream"}:
+
+    def served(name: str, url: str, pid: int, model: str = "default", stream: bool = False):
+        """One gateway scenario: its route, streamed or not (no added p50 for a stream)."""
+        return measure(
+            name,
+            url + "/v1/chat/completions",
+            {**body, "model": model, **({"stream": True} if stream else {})},
+            conns,
+            duration,
+            pid,
+            {} if stream else baseline,
+            metrics=url + "/metrics",
+        )
+
+    routes = (("default", False), ("policy", False), ("stream", True))
+    untraced = dict(zip(("gateway", "gateway-policy", "gateway-stream"), routes, strict=True))
+    if wanted & set(untraced):
         with gateway(workdir, upstream) as (url, pid):
-            if "gateway" in wanted:
-                results += measure(
-                    "gateway",
-                    url + "/v1/chat/completions",
-                    body,
-                    conns,
-                    duration,
-                    pid,
-                    baseline,
-                    metrics=url + "/metrics",
-                )
-            if "gateway-policy" in wanted:
-                results += measure(
-                    "gateway-policy",
-                    url + "/v1/chat/completions",
-                    {**body, "model": "policy"},
-                    conns,
-                    duration,
-                    pid,
-                    baseline,
-                    metrics=url + "/metrics",
-                )
-            if "gateway-stream" in wanted:
-                results += measure(
-                    "gateway-stream",
-                    url + "/v1/chat/completions",
-                    {**body, "model": "stream", "stream": True},
-                    conns,
-                    duration,
-                    pid,
-                    {},
-                    metrics=url + "/metrics",
-                )
-    traced = {"gateway-traced", "gateway-traced-policy", "gateway-traced-stream"}
-    if wanted & traced and supports_tracing():
+            for name, (model, stream) in untraced.items():
+                if name in wanted:
+                    results += served(name, url, pid, model, stream)
+    traced = ("gateway-traced", "gateway-traced-policy", "gateway-traced-stream")
+    if wanted & set(traced) and supports_tracing():
         # nginx stands in for a fast local collector: it accepts each OTLP export and drops it.
         sink = f"{upstream}/v1/traces"
         with gateway(workdir, upstream, tracing=sink) as (url, pid):
-            for name, model, stream in (
-                ("gateway-traced", "default", False),
-                ("gateway-traced-policy", "policy", False),
-                ("gateway-traced-stream", "stream", True),
-            ):
+            for name, (model, stream) in zip(traced, routes, strict=True):
                 if name in wanted:
-                    results += measure(
-                        name,
-                        url + "/v1/chat/completions",
-                        {**body, "model": model, **({"stream": True} if stream else {})},
-                        conns,
-                        duration,
-                        pid,
-                        {} if stream else baseline,
-                        metrics=url + "/metrics",
-                    )
-    if "gateway-2w" in wanted:
-        with gateway(workdir, upstream, workers=2) as (url, pid):
-            results += measure(
-                "gateway-2w",
-                url + "/v1/chat/completions",
-                body,
-                conns,
-                duration,
-                pid,
-                baseline,
-                metrics=url + "/metrics",
-            )
-    if "gateway-granian" in wanted:
-        with gateway(workdir, upstream, server="granian") as (url, pid):
-            results += measure(
-                "gateway-granian",
-                url + "/v1/chat/completions",
-                body,
-                conns,
-                duration,
-                pid,
-                baseline,
-                metrics=url + "/metrics",
-            )
-    if "passthrough" in wanted:
-        port = free_port()
-        script = workdir / "passthrough.py"
-        script.write_text(PASSTHROUGH)
-        with process(
-            [sys.executable, str(script), upstream, str(port)],
-            ready=f"http://127.0.0.1:{port}/healthz",
-        ) as proc:
-            results += measure(
-                "passthrough",
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                body,
-                conns,
-                duration,
-                proc.pid,
-                baseline,
-            )
-    for name, mode in (("sdk-raw", "plain"), ("sdk-raw-traced", "traced")):
+                    results += served(name, url, pid, model, stream)
+    for name, how in (("gateway-2w", {"workers": 2}), ("gateway-granian", {"server": "granian"})):
+        if name in wanted:
+            with gateway(workdir, upstream, **how) as (url, pid):
+                results += served(name, url, pid)
+    # The bare apps the gateway is compared with: (scenario, script, its mode argument).
+    bare = (
+        ("passthrough", PASSTHROUGH, []),
+        ("sdk-raw", SDK_RAW, ["plain"]),
+        ("sdk-raw-traced", SDK_RAW, ["traced"]),
+    )
+    for name, text, mode in bare:
         if name not in wanted:
             continue
         port = free_port()
-        script = workdir / "sdk_raw.py"
-        script.write_text(SDK_RAW)
+        script = workdir / f"{name}.py"
+        script.write_text(text)
         with process(
-            [sys.executable, str(script), upstream, str(port), mode],
+            [sys.executable, str(script), upstream, str(port), *mode],
             ready=f"http://127.0.0.1:{port}/healthz",
         ) as proc:
             results += measure(

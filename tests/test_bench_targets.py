@@ -75,57 +75,17 @@ def test_without_the_reference_row_nothing_is_scaled(bench):
 
 
 def test_rounds_report_each_figure_as_its_median(bench):
-    result = bench.Result
+    def one_round(rps, p50, p90, p99, errors, rss, cpu, long_gc, raw_rps, raw_rss):
+        traced = bench.Result(
+            "gateway-traced", 16, rps, p50, p90, p99, errors, rss_mb=rss, cpu_us=cpu,
+            long_gc=long_gc, extra={"largest_process_mb": rss},
+        )  # fmt: skip
+        return [traced, bench.Result("sdk-raw", 16, raw_rps, 16, 18, 60, 0, rss_mb=raw_rss)]
+
     rounds = [
-        [
-            result(
-                "gateway-traced",
-                16,
-                900,
-                15,
-                20,
-                40,
-                0,
-                rss_mb=100,
-                added_p50_ms=None,
-                cpu_us=1100,
-                long_gc=0,
-                extra={"largest_process_mb": 100},
-            ),
-            result("sdk-raw", 16, 950, 16, 18, 60, 0, rss_mb=75),
-        ],
-        [
-            result(
-                "gateway-traced",
-                16,
-                600,
-                25,
-                30,
-                50,
-                2,
-                rss_mb=104,
-                cpu_us=1600,
-                long_gc=1,
-                extra={"largest_process_mb": 104},
-            ),
-            result("sdk-raw", 16, 640, 24, 28, 90, 0, rss_mb=76),
-        ],
-        [
-            result(
-                "gateway-traced",
-                16,
-                1000,
-                14,
-                19,
-                30,
-                0,
-                rss_mb=102,
-                cpu_us=1000,
-                long_gc=0,
-                extra={"largest_process_mb": 102},
-            ),
-            result("sdk-raw", 16, 1000, 15, 17, 50, 0, rss_mb=74),
-        ],
+        one_round(900, 15, 20, 40, 0, 100, 1100, 0, 950, 75),
+        one_round(600, 25, 30, 50, 2, 104, 1600, 1, 640, 76),
+        one_round(1000, 14, 19, 30, 0, 102, 1000, 0, 1000, 74),
     ]
     merged = {(r.name, r.connections): r for r in bench.median_results(rounds)}
     traced = merged["gateway-traced", 16]
