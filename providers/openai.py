@@ -7,7 +7,6 @@ failover policy's job, and doing it twice would hammer a failing upstream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
@@ -57,6 +56,13 @@ from providers.base import (
     ProviderConfig,
     estimate_input_tokens,
     estimate_tokens,
+)
+from providers.openai_chunks import (
+    Chunk,
+    StreamedAnswer,
+    held_values,
+    parse_json,
+    take_text_directly,
 )
 
 log = logging.getLogger("llm_router")
@@ -422,215 +428,17 @@ def _validating(process: Callable[..., Any]) -> Callable[..., Any]:
 
 def _validated_output(stream: Any) -> None:
     """Where OpenInference's stream wrapper will rebuild the whole answer as a `ChatCompletion`
-    (its accumulator, when the stream ends), let it be built by validation (`_StreamedAnswer`),
-    and let the chunks it reads leave out what it already holds (`_held_values`). Another
+    (its accumulator, when the stream ends), let it be built by validation (`StreamedAnswer`),
+    and let the chunks it reads leave out what it already holds (`held_values`). Another
     layout of the wrapper, or no instrumentor, is left as it is."""
     accumulator = getattr(stream, "_self_response_accumulator", None)
     if getattr(accumulator, "_chat_completion_type", None) is ChatCompletion:
-        accumulator._chat_completion_type = _StreamedAnswer  # type: ignore[union-attr]
+        accumulator._chat_completion_type = StreamedAnswer  # type: ignore[union-attr]
         inner = getattr(stream, "__wrapped__", None)
         if type(inner) is _ChunkStream:
-            inner._held = _held_values(accumulator)
+            inner._held = held_values(accumulator)
             if inner._held is not None:
-                _take_text_directly(accumulator)
-
-
-# What a chunk's top level may repeat that `_Chunk.model_dump` leaves out: a float is not (an
-# equal one may print otherwise: 0.0 and -0.0), nor anything with parts.
-_SCALARS = frozenset({str, int, bool})
-# The accumulator classes found to give the same attributes with and without the repeats.
-_TRIMS_ALIKE: dict[type, bool] = {}
-
-
-def _held_values(accumulator: Any) -> dict[str, Any] | None:
-    """The top-level values OpenInference's chat accumulator holds, where its class is found
-    (once) to accumulate trimmed chunks into the same span attributes as whole ones."""
-    held = getattr(getattr(accumulator, "_values", None), "_values", None)
-    if type(held) is not dict:
-        return None
-    kind = type(accumulator)
-    alike = _TRIMS_ALIKE.get(kind)
-    if alike is None:
-        alike = _TRIMS_ALIKE[kind] = _trims_alike(kind)
-    return held if alike else None
-
-
-# Chunks whose top level repeats, changes, changes type, or goes missing; and malformed ones.
-_TRIAL_CHUNKS = (
-    b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":'
-    b'"f","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,'
-    b'"logprobs":null}]}',
-    b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":'
-    b'null,"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}',
-    b'{"id":"c1","object":"chat.completion.chunk","created":true,"model":"m2","choices":'
-    b'[{"index":0,"delta":{"content":"b"}}]}',
-    b'{"id":"c1","created":1,"model":"m2","extra":{"a":1},"choices":[{"index":[0]}]}',
-    b'{"id":"c2","created":1,"model":"m","extra":"x","choices":[1]}',
-    b'{"id":"c2","created":1.0,"model":"m","extra":"x","choices":"ab"}',
-    b'{"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
-    b'"delta":{},"finish_reason":"stop"}]}',
-    b'{"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
-    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}',
-)
-
-
-def _trims_alike(kind: type) -> bool:
-    """Whether an accumulator of this class, fed the trial chunks trimmed of what it holds,
-    ends with the same attributes as one fed them whole (and trimming left something out).
-    Its other attributes are read from the same merged answer."""
-    try:
-        whole = kind({}, ChatCompletion)
-        trimmed = kind({}, ChatCompletion)
-        held = trimmed._values._values
-        if type(held) is not dict:
-            return False
-        left_out = 0
-        for raw in _TRIAL_CHUNKS:
-            with contextlib.suppress(Exception):  # as its wrapper: logged there, and skipped
-                whole.process_chunk(_Chunk({}, raw))
-            chunk = _Chunk({}, raw, held)
-            left_out += len(_json(raw)) - len(chunk.model_dump())
-            with contextlib.suppress(Exception):
-                trimmed.process_chunk(chunk)
-        return left_out > 0 and list(whole.get_attributes()) == list(trimmed.get_attributes())
-    except Exception:  # another layout of the class
-        return False
-
-
-# OpenInference's accumulator classes, each with its subclass that takes a chunk of text alone
-# directly (`_take_text_directly`), or None where a trial found that it would end otherwise.
-_TEXT_TAKING: dict[type, type | None] = {}
-
-
-def _take_text_directly(accumulator: Any) -> None:
-    """Let OpenInference's chat accumulator take a chunk that only carries more text of an
-    answer it holds (most chunks of a stream) by appending the text, where its class is found
-    (once) to end with the same attributes either way.
-
-    It takes every chunk by merging the whole of it through a chain of type checks, nested
-    three deep, inside a `warnings.catch_warnings` block: ~9 µs a chunk here, most of what a
-    traced stream costs per chunk beyond an untraced one. For such a chunk all that merge does
-    is append the text to the answer's content and set its index to the same value again: the
-    rest of the chunk is the top-level values the accumulator holds already, equal, or nulls,
-    which it skips. Any other chunk is merged as before."""
-    kind = type(accumulator)
-    if kind not in _TEXT_TAKING:
-        _TEXT_TAKING[kind] = _text_taking(kind)
-    taking = _TEXT_TAKING[kind]
-    if taking is not None:
-        with contextlib.suppress(TypeError):  # another layout: merged as before
-            accumulator.__class__ = taking
-
-
-def _text_of(chunk: Any, values_kind: type, text_kind: type) -> tuple[Any, str] | None:
-    """(the text accumulator of the answer `chunk` continues, the chunk's text) where the chunk
-    carries nothing else the accumulator would keep: one choice, whose index the accumulator
-    holds already, with a delta of `content` alone and every other field null; at the top
-    level, beside `choices`, the scalars it holds (equal, of the same type) or nulls. Else
-    None. `values_kind` and `text_kind`: the accumulator's classes of a merged mapping and of
-    merged text."""
-    held = chunk.held if type(chunk) is _Chunk else None
-    data = chunk.data if held is not None else None
-    if type(data) is not dict:
-        return None
-    choices = None
-    for key, value in data.items():
-        if key == "choices":
-            choices = value
-        elif value is not None and not (
-            type(value) in _SCALARS and type(kept := held.get(key)) is type(value) and kept == value
-        ):
-            return None
-    if type(choices) is not list or len(choices) != 1 or type(choices[0]) is not dict:
-        return None
-    choice = choices[0]
-    index, delta = choice.get("index"), choice.get("delta")
-    if type(index) is not int or type(delta) is not dict or len(delta) != 1:
-        return None
-    text = delta.get("content")
-    if type(text) is not str or any(
-        value is not None for key, value in choice.items() if key != "index" and key != "delta"
-    ):
-        return None
-    try:
-        answer = held["choices"]._indexed.get(index)
-        if type(answer) is not values_kind or answer._values.get("index") != index:
-            return None
-        message = answer._values["message"]
-        content = message._values["content"] if type(message) is values_kind else None
-    except (AttributeError, KeyError, TypeError):
-        return None
-    if type(content) is not text_kind or type(answer._values["index"]) is not int:
-        return None
-    return content, text
-
-
-def _text_taking(kind: type) -> type | None:
-    """A subclass of OpenInference's accumulator class `kind` that appends a chunk of text
-    alone (`_text_of`), if an accumulator of it, fed the trial chunks, ends with the same
-    attributes as one of `kind` (and took some chunk that way); else None."""
-    module = sys.modules.get(kind.__module__)
-    values_kind = getattr(module, "_ValuesAccumulator", None)
-    text_kind = getattr(module, "_StringAccumulator", None)
-    if not isinstance(values_kind, type) or not isinstance(text_kind, type):
-        return None
-
-    class TextTaking(kind):  # type: ignore[misc,valid-type]
-        __slots__ = ()
-
-        def process_chunk(self, chunk: Any) -> None:
-            # `held` names the accumulator the chunk was read for: this one, or no shortcut
-            mine = getattr(chunk, "held", None) is self._values._values
-            found = _text_of(chunk, values_kind, text_kind) if mine else None
-            if found is None:
-                super().process_chunk(chunk)
-                return
-            self._is_null = False
-            self._cached_result = None
-            content, text = found
-            content.__iadd__(text)  # `+=`: kept only when not empty
-
-    try:
-        whole = kind({}, ChatCompletion)
-        taking = kind({}, ChatCompletion)
-        taking.__class__ = TextTaking
-        held = taking._values._values
-        taken = 0
-        for raw in _TRIAL_CHUNKS:
-            with contextlib.suppress(Exception):  # as its wrapper: logged there, and skipped
-                whole.process_chunk(_Chunk(_json(raw), raw, whole._values._values))
-            chunk = _Chunk(_json(raw), raw, held)
-            taken += _text_of(chunk, values_kind, text_kind) is not None
-            with contextlib.suppress(Exception):
-                taking.process_chunk(chunk)
-        alike = list(whole.get_attributes()) == list(taking.get_attributes())
-        return TextTaking if taken and alike else None
-    except Exception:  # another layout of the class
-        return None
-
-
-class _StreamedAnswer:
-    """Builds the `ChatCompletion` OpenInference makes of a whole stream to read its output
-    attributes from: with the SDK's `construct` (its pure-Python walk of every field, ~170 µs
-    for a short answer) only where strict validation (~17 µs) refuses the data. The data is the
-    chunks merged, still marked `chat.completion.chunk`: validated as a `chat.completion`, and
-    the mark put back, so that the model holds what `construct` would have given it. Strict: a
-    value validation would convert (a number sent as a string) takes `construct`'s way."""
-
-    @staticmethod
-    def construct(**values: Any) -> ChatCompletion:
-        kind = values.get("object")
-        if kind == "chat.completion.chunk":
-            try:
-                built = ChatCompletion.model_validate(
-                    {**values, "object": "chat.completion"}, strict=True
-                )
-            except pydantic.ValidationError:
-                pass
-            else:
-                built.__dict__["object"] = kind
-                return built
-        return ChatCompletion.construct(**values)
+                take_text_directly(accumulator)
 
 
 def _memoised_urls(merge: Callable[[Any], Any], owner: Any) -> Callable[[Any], Any]:
@@ -1098,7 +906,7 @@ def _same_request(one: httpx2.Request, other: httpx2.Request) -> bool:
     ):
         return False
     try:
-        return _json(one.content) == _json(other.content)
+        return parse_json(one.content) == parse_json(other.content)
     except ValueError:
         return one.content == other.content
 
@@ -1161,41 +969,7 @@ class _TolerantSSEDecoder(SSEDecoder):
         return event
 
 
-class _Chunk:
-    """One streamed chunk: its JSON parsed (`data`) and as sent (`raw`).
-
-    `model_dump` is for the OpenInference instrumentor, which reads every chunk of a stream that
-    way and edits what it gets: a fresh parse keeps `data` untouched. Given what its chat
-    accumulator holds (`held`, its top-level values: `_held_values`), it leaves out the fields
-    the accumulator would replace by an equal value (id, object, created, model, repeated in
-    every chunk): it merges each through a chain of type checks, to the same end.
-    """
-
-    __slots__ = ("data", "held", "raw")
-
-    def __init__(
-        self, data: dict[str, Any], raw: bytes, held: dict[str, Any] | None = None
-    ) -> None:
-        self.data = data
-        self.raw = raw
-        self.held = held
-
-    def model_dump(self, **_: Any) -> dict[str, Any]:
-        dumped = _json(self.raw)
-        held = self.held
-        if held and type(dumped) is dict:
-            for key in [
-                key
-                for key, value in dumped.items()
-                if type(value) in _SCALARS
-                and type(kept := held.get(key)) is type(value)
-                and kept == value
-            ]:
-                del dumped[key]
-        return dumped
-
-
-def _chunk_dict(chunk: _Chunk) -> dict[str, Any]:
+def _chunk_dict(chunk: Chunk) -> dict[str, Any]:
     return chunk.data
 
 
@@ -1204,16 +978,8 @@ def _model_dict(chunk: Any) -> dict[str, Any]:
     return chunk.model_dump(exclude_unset=True)
 
 
-def _json(data: bytes) -> Any:
-    """Parsed JSON; what orjson refuses (NaN, a lone surrogate) gets the standard library's go."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
-
-
 class _ChunkStream(AsyncStream[ChatCompletionChunk]):
-    """The SDK's stream of a chat completion, yielding each chunk as parsed JSON (`_Chunk`).
+    """The SDK's stream of a chat completion, yielding each chunk as parsed JSON (`Chunk`).
 
     The SDK's own stream decodes each SSE line in Python and builds a pydantic model of every
     chunk, which costs more than the rest of the stream's handling together. This one splits the
@@ -1223,7 +989,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
     decoder would end the stream), as `_TolerantSSEDecoder` does for the SDK's stream.
     """
 
-    # What OpenInference's accumulator holds, where it reads this stream's chunks (`_held_values`).
+    # What OpenInference's accumulator holds, where it reads this stream's chunks (`held_values`).
     _held: dict[str, Any] | None = None
 
     def __aiter__(self) -> Any:  # the SDK's adds a generator around `__anext__` for nothing
@@ -1258,7 +1024,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
                     if event is not None and event.startswith("thread."):
                         continue  # an Assistants event: none belongs to a chat completion
                     try:
-                        parsed = _json(data)
+                        parsed = parse_json(data)
                     except ValueError:
                         parsed = None
                     if not isinstance(parsed, dict):
@@ -1270,7 +1036,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
                         if not message or not isinstance(message, str):
                             message = "An error occurred during streaming"
                         raise openai.APIError(message, response.request, body=error)
-                    yield _Chunk(parsed, data, self._held)
+                    yield Chunk(parsed, data, self._held)
                 if received is None:
                     return
         finally:

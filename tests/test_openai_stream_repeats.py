@@ -1,7 +1,7 @@
-"""What a traced stream's chunks give OpenInference's accumulator (providers/openai.py
-`_Chunk.model_dump` with `held`): the top-level fields it already holds, equal, are left out,
-and the span is the same as with every chunk whole (each attribute, in order); an accumulator
-that would end otherwise, or is laid out otherwise, gets every chunk whole."""
+"""What a traced stream's chunks give OpenInference's accumulator (providers/openai_chunks.py
+`Chunk.model_dump` with `held`): the top-level fields it already holds, equal, are left out, and
+the span is the same as with every chunk whole (each attribute, in order); an accumulator that
+would end otherwise, or is laid out otherwise, gets every chunk whole."""
 
 from __future__ import annotations
 
@@ -28,17 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from providers import openai as adapter
-from providers.openai import (
-    OpenAIConfig,
-    OpenAIProvider,
-    _Chunk,
-    _ChunkStream,
-    _held_values,
-    _StreamedAnswer,
-    _trims_alike,
-    _validated_output,
-)
+from providers import openai_chunks
+from providers.openai import OpenAIConfig, OpenAIProvider, _ChunkStream, _validated_output
+from providers.openai_chunks import Chunk, StreamedAnswer, held_values, trims_alike
 from tests.fakes.server import serve_app
 from tests.test_streamed_answer import STREAMS
 from tests.tracing_helpers import openai_spans
@@ -75,20 +67,20 @@ ALL = {**STREAMS, "varying": VARYING, "malformed": MALFORMED}
 def _attributes(chunks: list[dict[str, Any]], trimmed: bool) -> list[Any]:
     accumulator = _ChatCompletionAccumulator(
         request_parameters={"model": "m", "messages": []},
-        chat_completion_type=_StreamedAnswer,
+        chat_completion_type=StreamedAnswer,
         response_attributes_extractor=_ResponseAttributesExtractor(openai=openai),
     )
-    held = _held_values(accumulator) if trimmed else None
+    held = held_values(accumulator) if trimmed else None
     assert (held is not None) == trimmed
     for data in copy.deepcopy(chunks):
         # as OpenInference's wrapper: a failure is logged there, and the stream goes on
         with contextlib.suppress(Exception):
-            accumulator.process_chunk(_Chunk(data, orjson.dumps(data), held))
+            accumulator.process_chunk(Chunk(data, orjson.dumps(data), held))
     return [*accumulator.get_attributes(), *accumulator.get_extra_attributes()]
 
 
 def test_the_installed_accumulator_ends_alike_on_trimmed_chunks() -> None:
-    assert _trims_alike(_ChatCompletionAccumulator)
+    assert trims_alike(_ChatCompletionAccumulator)
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -117,11 +109,11 @@ def test_only_equal_scalars_the_accumulator_holds_are_left_out() -> None:
         "new": "n",  # not held
         "none": None,
     }
-    dumped = _Chunk(data, orjson.dumps(data), held).model_dump()
+    dumped = Chunk(data, orjson.dumps(data), held).model_dump()
     assert dumped == {k: v for k, v in data.items() if k not in ("id", "flag")}
     assert list(dumped) == [k for k in data if k not in ("id", "flag")]
-    assert _Chunk(data, orjson.dumps(data)).model_dump() == data
-    assert _Chunk(data, orjson.dumps(data), {}).model_dump() == data
+    assert Chunk(data, orjson.dumps(data)).model_dump() == data
+    assert Chunk(data, orjson.dumps(data), {}).model_dump() == data
 
 
 class _KeyCounting(_ChatCompletionAccumulator):
@@ -156,14 +148,14 @@ class _OtherSignature(_ChatCompletionAccumulator):
 
 @pytest.mark.parametrize("kind", [_KeyCounting, _OtherLayout, _OtherSignature])
 def test_an_accumulator_that_would_end_otherwise_gets_whole_chunks(kind: type) -> None:
-    assert not _trims_alike(kind)
+    assert not trims_alike(kind)
     if kind is not _OtherLayout:
         instance = kind({}, ChatCompletion) if kind is _KeyCounting else kind()
-        assert _held_values(instance) is None
+        assert held_values(instance) is None
         stream = _ChunkStream.__new__(_ChunkStream)
         _validated_output(_Stream(stream, with_span=_Span(), response_accumulator=instance))
         assert stream._held is None
-    assert _held_values(_OtherLayout()) is None
+    assert held_values(_OtherLayout()) is None
     accumulator = _ChatCompletionAccumulator({}, ChatCompletion)
     stream = _ChunkStream.__new__(_ChunkStream)
     _validated_output(_Stream(stream, with_span=_Span(), response_accumulator=accumulator))
@@ -207,22 +199,25 @@ async def test_a_traced_stream_records_the_span_of_whole_chunks(
 ) -> None:
     p = OpenAIProvider("p", OpenAIConfig(type="openai", api_key="k", base_url=f"{base}/v1"))
     dumped: list[int] = []
-    real_dump = _Chunk.model_dump
+    real_dump = Chunk.model_dump
 
-    def counting(self: _Chunk, **kwargs: Any) -> Any:
+    def counting(self: Chunk, **kwargs: Any) -> Any:
         got = real_dump(self, **kwargs)
         dumped.append(len(orjson.loads(self.raw)) - len(got))
         return got
 
-    monkeypatch.setattr(_Chunk, "model_dump", counting)
-    text_taking = adapter._text_taking(_ChatCompletionAccumulator)  # its trial dumps chunks too
+    monkeypatch.setattr(Chunk, "model_dump", counting)
+    text_taking = openai_chunks.text_taking(
+        _ChatCompletionAccumulator
+    )  # its trial dumps chunks too
     outcomes = []
     try:
-        # whole chunks; trimmed; trimmed, and a chunk of text alone appended (providers/openai.py
-        # `_take_text_directly`: here the second, whose only other field is a null)
+        # whole chunks; trimmed; trimmed, and a chunk of text alone appended
+        # (providers/openai_chunks.py `take_text_directly`: here the second, whose only other
+        # field is a null)
         for trimmed, taking in ((False, None), (True, None), (True, text_taking)):
-            monkeypatch.setitem(adapter._TRIMS_ALIKE, _ChatCompletionAccumulator, trimmed)
-            monkeypatch.setitem(adapter._TEXT_TAKING, _ChatCompletionAccumulator, taking)
+            monkeypatch.setitem(openai_chunks.TRIMS_ALIKE, _ChatCompletionAccumulator, trimmed)
+            monkeypatch.setitem(openai_chunks.TEXT_TAKING, _ChatCompletionAccumulator, taking)
             spans.clear()
             dumped.clear()
             params = {"model": "m", "messages": [], "stream": True, "timeout": 5}

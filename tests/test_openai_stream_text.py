@@ -1,5 +1,5 @@
 """A traced stream's chunks of text alone, appended straight to OpenInference's accumulated answer
-(providers/openai.py `_take_text_directly`): the span ends with the same attributes, each in
+(providers/openai_chunks.py `take_text_directly`): the span ends with the same attributes, each in
 order, as when the accumulator merges every chunk itself; any chunk carrying more than text is
 merged by it as before; an accumulator class that would end otherwise keeps its own way."""
 
@@ -24,16 +24,15 @@ from openinference.instrumentation.openai._response_attributes_extractor import 
 )
 from openinference.instrumentation.openai._stream import _Stream
 
-from providers import openai as adapter
-from providers.openai import (
-    _Chunk,
-    _ChunkStream,
-    _held_values,
-    _StreamedAnswer,
-    _take_text_directly,
-    _text_of,
-    _text_taking,
-    _validated_output,
+from providers import openai_chunks
+from providers.openai import _ChunkStream, _validated_output
+from providers.openai_chunks import (
+    Chunk,
+    StreamedAnswer,
+    held_values,
+    take_text_directly,
+    text_of,
+    text_taking,
 )
 from tests.test_openai_stream_repeats import ALL, BASE
 
@@ -41,7 +40,7 @@ from tests.test_openai_stream_repeats import ALL, BASE
 def _text_taking_class() -> type:
     """The class the adapter gives OpenInference's chat accumulator (made, and tried, once)."""
     accumulator = _ChatCompletionAccumulator({}, ChatCompletion)
-    _take_text_directly(accumulator)
+    take_text_directly(accumulator)
     return type(accumulator)
 
 
@@ -99,7 +98,7 @@ TEXTY = {
 def _accumulator(kind: type) -> Any:
     return kind(
         request_parameters={"model": "m", "messages": []},
-        chat_completion_type=_StreamedAnswer,
+        chat_completion_type=StreamedAnswer,
         response_attributes_extractor=_ResponseAttributesExtractor(openai=openai),
     )
 
@@ -108,15 +107,15 @@ def _fed(chunks: list[dict[str, Any]], taking: bool) -> tuple[list[Any], int]:
     """The attributes an accumulator ends with, fed the chunks trimmed of what it holds (as
     the adapter feeds them), taking text alone directly or not; and how many it took so."""
     accumulator = _accumulator(_ChatCompletionAccumulator)
-    held = _held_values(accumulator)
+    held = held_values(accumulator)
     assert held is not None
     if taking:
-        _take_text_directly(accumulator)
+        take_text_directly(accumulator)
         assert type(accumulator) is TEXT_TAKING
     taken = 0
     for data in copy.deepcopy(chunks):
-        chunk = _Chunk(data, orjson.dumps(data), held)
-        taken += _text_of(chunk, *KINDS) is not None
+        chunk = Chunk(data, orjson.dumps(data), held)
+        taken += text_of(chunk, *KINDS) is not None
         # as OpenInference's wrapper: a failure is logged there, and the stream goes on
         with contextlib.suppress(Exception):
             accumulator.process_chunk(chunk)
@@ -126,7 +125,7 @@ def _fed(chunks: list[dict[str, Any]], taking: bool) -> tuple[list[Any], int]:
 def test_the_installed_accumulator_takes_text_directly() -> None:
     assert TEXT_TAKING is not _ChatCompletionAccumulator
     assert issubclass(TEXT_TAKING, _ChatCompletionAccumulator)
-    assert _text_taking(_ChatCompletionAccumulator) is not None  # the trial, run again
+    assert text_taking(_ChatCompletionAccumulator) is not None  # the trial, run again
 
 
 @pytest.mark.parametrize("name", sorted({**ALL, **TEXTY}))
@@ -192,22 +191,22 @@ def test_any_stream_ends_with_the_same_attributes(chunks: list[dict[str, Any]]) 
 
 def test_a_chunk_not_from_the_adapter_or_untrimmed_is_merged() -> None:
     accumulator = _accumulator(_ChatCompletionAccumulator)
-    held = _held_values(accumulator)
+    held = held_values(accumulator)
     first, text = _chunk(_choice(role="assistant", content="")), _chunk(_choice(content="a"))
-    accumulator.process_chunk(_Chunk(first, orjson.dumps(first), held))
-    assert _text_of(_Chunk(text, orjson.dumps(text), held), *KINDS) is not None
-    assert _text_of(_Chunk(text, orjson.dumps(text)), *KINDS) is None  # nothing held given
-    assert _text_of(ChatCompletion, *KINDS) is None
+    accumulator.process_chunk(Chunk(first, orjson.dumps(first), held))
+    assert text_of(Chunk(text, orjson.dumps(text), held), *KINDS) is not None
+    assert text_of(Chunk(text, orjson.dumps(text)), *KINDS) is None  # nothing held given
+    assert text_of(ChatCompletion, *KINDS) is None
 
 
 def test_a_chunk_read_for_another_accumulator_is_merged_by_the_one_given_it() -> None:
     first, text = _chunk(_choice(role="assistant", content="")), _chunk(_choice(content="a"))
     one, other = (_accumulator(_ChatCompletionAccumulator) for _ in range(2))
     for accumulator in (one, other):
-        _take_text_directly(accumulator)
-        held = _held_values(accumulator)
-        accumulator.process_chunk(_Chunk(first, orjson.dumps(first), held))
-    other.process_chunk(_Chunk(text, orjson.dumps(text), _held_values(one)))
+        take_text_directly(accumulator)
+        held = held_values(accumulator)
+        accumulator.process_chunk(Chunk(first, orjson.dumps(first), held))
+    other.process_chunk(Chunk(text, orjson.dumps(text), held_values(one)))
     assert '"content": "a"' in dict(other.get_attributes())["output.value"]
     assert '"content"' not in dict(one.get_attributes())["output.value"]  # nothing added
 
@@ -239,15 +238,15 @@ class _OtherLayout:
 def test_an_accumulator_that_would_end_otherwise_merges_every_chunk(
     kind: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _text_taking(kind) is None
-    monkeypatch.setitem(adapter._TRIMS_ALIKE, kind, True)  # trimming alone is not the question
+    assert text_taking(kind) is None
+    monkeypatch.setitem(openai_chunks.TRIMS_ALIKE, kind, True)  # trimming alone is not the question
     instance = kind({}, ChatCompletion)
     if kind is _KeyCounting:
         instance._chat_completion_type = ChatCompletion
         stream = _ChunkStream.__new__(_ChunkStream)
         _validated_output(_Stream(stream, with_span=_Span(), response_accumulator=instance))
         assert stream._held is not None
-    _take_text_directly(instance)
+    take_text_directly(instance)
     assert type(instance) is kind
 
 

@@ -95,14 +95,15 @@ async def test_the_openai_adapter_settles_a_finished_stream_before_leaving_it(mo
 
     from app.chat import ChatRequest, Message, StreamFinish
     from providers.base import ModelConfig
-    from providers.openai import OpenAIConfig, OpenAIProvider, _Chunk
+    from providers.openai import OpenAIConfig, OpenAIProvider
+    from providers.openai_chunks import Chunk
 
     data = {"model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
     provider_ = TracerProvider(shutdown_on_exit=False)
     span = provider_.get_tracer("t").start_span("ChatCompletion")
     with_span = _WithSpan(span=span, context_attributes={}, extra_attributes={})
     accumulator = CountingAccumulator()
-    wrapped = _Stream(EndingChunks([_Chunk(data, orjson.dumps(data))]), with_span, accumulator)
+    wrapped = _Stream(EndingChunks([Chunk(data, orjson.dumps(data))]), with_span, accumulator)
     adapter = OpenAIProvider("p", OpenAIConfig(type="openai", api_key="k"))
 
     async def post_stream(params):

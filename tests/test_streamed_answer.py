@@ -1,6 +1,6 @@
-"""The whole answer OpenInference rebuilds from a stream's chunks (providers/openai.py
-`_StreamedAnswer`): built by validation where the data allows, and read by the instrumentor
-into exactly the span attributes the SDK's `construct` gives."""
+"""The whole answer OpenInference rebuilds from a stream's chunks (providers/openai_chunks.py
+`StreamedAnswer`): built by validation where the data allows, and read by the instrumentor into
+exactly the span attributes the SDK's `construct` gives."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from openinference.instrumentation.openai._response_attributes_extractor import 
 )
 from openinference.instrumentation.openai._stream import _Stream
 
-from providers.openai import _Chunk, _StreamedAnswer, _validated_output
+from providers.openai import _validated_output
+from providers.openai_chunks import Chunk, StreamedAnswer
 
 BASE = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
 
@@ -111,7 +112,7 @@ def _attributes(chunks: list[dict[str, Any]], kind: Any) -> dict[str, Any]:
         response_attributes_extractor=_ResponseAttributesExtractor(openai=openai),
     )
     for data in copy.deepcopy(chunks):
-        accumulator.process_chunk(_Chunk(data, orjson.dumps(data)))
+        accumulator.process_chunk(Chunk(data, orjson.dumps(data)))
     return {
         **dict(accumulator.get_attributes()),
         **dict(accumulator.get_extra_attributes()),
@@ -132,7 +133,7 @@ def test_the_span_attributes_are_those_of_the_sdks_construct(name, monkeypatch) 
         return sdk_construct(**values)
 
     monkeypatch.setattr(ChatCompletion, "construct", counting)
-    assert _attributes(chunks, _StreamedAnswer) == expected
+    assert _attributes(chunks, StreamedAnswer) == expected
     # Validated where the data allows (no construct), else built as before.
     assert bool(constructed) == (name not in VALIDATED)
 
@@ -141,10 +142,10 @@ def test_the_span_attributes_are_those_of_the_sdks_construct(name, monkeypatch) 
 def test_the_validated_answer_holds_what_construct_gives(name) -> None:
     accumulator = _ChatCompletionAccumulator({}, ChatCompletion)
     for data in copy.deepcopy(STREAMS[name]):
-        accumulator.process_chunk(_Chunk(data, orjson.dumps(data)))
+        accumulator.process_chunk(Chunk(data, orjson.dumps(data)))
     values = accumulator._result()
     assert values is not None
-    built = _StreamedAnswer.construct(**values)
+    built = StreamedAnswer.construct(**values)
     assert type(built) is ChatCompletion
     assert built.object == "chat.completion.chunk"
     assert built.model_dump(warnings=False) == ChatCompletion.construct(**values).model_dump(
@@ -159,7 +160,7 @@ def test_only_openinferences_chat_accumulator_is_given_it() -> None:
     accumulator = _ChatCompletionAccumulator({}, ChatCompletion)
     wrapped = _Stream(Plain(), with_span=_Span(), response_accumulator=accumulator)
     _validated_output(wrapped)
-    assert accumulator._chat_completion_type is _StreamedAnswer
+    assert accumulator._chat_completion_type is StreamedAnswer
     other = _ChatCompletionAccumulator({}, ChatCompletion.__base__)  # another type: left alone
     _validated_output(_Stream(Plain(), with_span=_Span(), response_accumulator=other))
     assert other._chat_completion_type is ChatCompletion.__base__
