@@ -184,13 +184,14 @@ def text_of(chunk: Any, values_kind: type, text_kind: type) -> tuple[Any, str] |
         return None
     try:
         answer = held["choices"]._indexed.get(index)
-        if type(answer) is not values_kind or answer._values.get("index") != index:
+        kept = answer._values.get("index") if type(answer) is values_kind else None
+        if type(kept) is not int or kept != index:  # else the merge would change it
             return None
         message = answer._values["message"]
         content = message._values["content"] if type(message) is values_kind else None
     except (AttributeError, KeyError, TypeError):
         return None
-    if type(content) is not text_kind or type(answer._values["index"]) is not int:
+    if type(content) is not text_kind:
         return None
     return content, text
 

@@ -135,6 +135,22 @@ def serve_gateway(stack: ExitStack) -> Callable[..., str]:
     return serve
 
 
+@pytest.fixture
+def aiohttp_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every `AiohttpSend.send` made during the test, as its `stream` argument, in order."""
+    from providers.aiohttp_send import AiohttpSend
+
+    sent: list[bool] = []
+    real = AiohttpSend.send
+
+    async def recorded(self: AiohttpSend, *args: Any, **kwargs: Any) -> Any:
+        sent.append(kwargs.get("stream", False))
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AiohttpSend, "send", recorded)
+    return sent
+
+
 def sse_events(response: httpx.Response) -> list[dict[str, Any]]:
     """The JSON data of every server-sent event in a response body."""
     events = []

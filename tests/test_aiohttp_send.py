@@ -193,17 +193,12 @@ async def test_what_it_does_not_cover_goes_to_the_clients_send() -> None:
     assert sender.transport_for(plain, {}) is None  # closed: `send` says so
 
 
-async def test_the_adapter_sends_whole_responses_this_way(base: str) -> None:
+async def test_the_adapter_sends_whole_responses_this_way(
+    base: str, aiohttp_sends: list[bool]
+) -> None:
     p = OpenAIProvider("p", OpenAIConfig(type="openai", api_key="k", base_url=f"{base}/v1"))
-    sent: list[bool] = []
-    real = AiohttpSend.send
-
-    async def spy(self: AiohttpSend, *args: Any, **kwargs: Any) -> Any:
-        sent.append(kwargs.get("stream", False))
-        return await real(self, *args, **kwargs)
-
+    sent = aiohttp_sends
     try:
-        AiohttpSend.send = spy  # type: ignore[method-assign]
         request = _request(p.client._client, f"{base}/json")
         response = await p.client._send_request(request, stream=False)
         assert response.content == COMPLETION and sent == [False]
@@ -213,7 +208,6 @@ async def test_the_adapter_sends_whole_responses_this_way(base: str) -> None:
         assert sent == [False, True]  # a stream too (tests/test_aiohttp_stream.py)
         await streamed.aclose()
     finally:
-        AiohttpSend.send = real  # type: ignore[method-assign]
         await p.aclose()
     assert adapter.AiohttpSend is AiohttpSend
 

@@ -282,18 +282,13 @@ async def test_a_connection_refused_is_the_clients_own() -> None:
         await direct.aclose()
 
 
-async def test_the_adapter_streams_this_way_and_falls_back(base: str) -> None:
+async def test_the_adapter_streams_this_way_and_falls_back(
+    base: str, aiohttp_sends: list[bool]
+) -> None:
     p = OpenAIProvider("p", OpenAIConfig(type="openai", api_key="k", base_url=f"{base}/v1"))
-    sent: list[bool] = []
-    real = AiohttpSend.send
-
-    async def spy(self: AiohttpSend, *args: Any, **kwargs: Any) -> Any:
-        sent.append(kwargs.get("stream", False))
-        return await real(self, *args, **kwargs)
-
+    sent = aiohttp_sends
     _GO_ON.append(True)
     try:
-        AiohttpSend.send = spy  # type: ignore[method-assign]
         pool = p.client._client
         streamed = await p.client._send_request(_request(pool, f"{base}/two"), stream=True)
         assert sent == [True] and isinstance(streamed.stream, AiohttpBody)
@@ -325,7 +320,6 @@ async def test_the_adapter_streams_this_way_and_falls_back(base: str) -> None:
         await streamed.aclose()
     finally:
         _GO_ON.clear()
-        AiohttpSend.send = real  # type: ignore[method-assign]
         await p.aclose()
 
 
